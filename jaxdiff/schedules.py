@@ -1,0 +1,122 @@
+"""Noise schedules for the Gaussian (DDPM) forward process.
+
+A :class:`Schedule` holds tables indexed by the integer time ``t = 0..T`` (``T + 1``
+entries), following the starter's ``ddpm_schedules``: ``beta[t]`` and ``alpha_bar[t]``, the
+cumulative product of ``1 - beta`` (the starter calls it ``alpha_t``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Schedule(NamedTuple):
+    """Tables of a discrete Gaussian diffusion, each of length ``T + 1``.
+
+    Attributes:
+        beta: Per-step noise variances ``beta_t``.
+        alpha_bar: ``prod_{s<=t} (1 - beta_s)``: signal fraction of ``z_t``.
+    """
+
+    beta: jax.Array
+    alpha_bar: jax.Array
+
+    @property
+    def T(self) -> int:  # noqa: N802 - the paper's name
+        """Number of diffusion steps."""
+        return self.beta.shape[0] - 1
+
+
+def linear(beta1: float = 1e-4, beta2: float = 0.02, T: int = 1000) -> Schedule:  # noqa: N803
+    """The starter's linear schedule ``beta_t = beta1 + (beta2 - beta1) * t / T``, t = 0..T.
+
+    Args:
+        beta1: Variance at ``t = 0``.
+        beta2: Variance at ``t = T``.
+        T: Number of diffusion steps.
+
+    Returns:
+        The :class:`Schedule`; ``alpha_bar = exp(cumsum(log(1 - beta)))`` as in the starter.
+
+    Raises:
+        ValueError: If the betas are not ``0 < beta1 < beta2 < 1`` or ``T < 2``.
+    """
+    if not 0.0 < beta1 < beta2 < 1.0:
+        raise ValueError(f"need 0 < beta1 < beta2 < 1, got beta1={beta1}, beta2={beta2}.")
+    if T < 2:
+        raise ValueError(f"T must be at least 2, got {T}.")
+    beta = beta1 + (beta2 - beta1) * jnp.arange(T + 1, dtype=jnp.float32) / T
+    alpha_bar = jnp.exp(jnp.cumsum(jnp.log1p(-beta)))
+    return Schedule(beta=beta, alpha_bar=alpha_bar)
+
+
+def cosine(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> Schedule:  # noqa: N803
+    """The cosine schedule of Nichol & Dhariwal (2021) on the same ``t = 0..T`` grid.
+
+    ``alpha_bar(t) = f(t) / f(0)`` with ``f(t) = cos((t / T + s) / (1 + s) * pi / 2) ** 2``;
+    ``beta_t = 1 - alpha_bar(t) / alpha_bar(t - 1)`` clipped to ``max_beta`` (``beta_0`` is
+    ``1 - alpha_bar(0) = 0`` and replaced by the first step's value so tables stay positive).
+
+    Args:
+        T: Number of diffusion steps.
+        s: Small offset that keeps ``beta`` from vanishing near ``t = 0``.
+        max_beta: Upper clip of ``beta_t`` (avoids a singular last step).
+
+    Returns:
+        The :class:`Schedule`, with ``alpha_bar`` recomputed from the clipped betas.
+    """
+    if T < 2:
+        raise ValueError(f"T must be at least 2, got {T}.")
+    t = jnp.arange(T + 1, dtype=jnp.float64 if jax.config.x64_enabled else jnp.float32)
+    f = jnp.cos((t / T + s) / (1 + s) * jnp.pi / 2) ** 2
+    ab = f / f[0]
+    beta = jnp.clip(1.0 - ab[1:] / ab[:-1], 0.0, max_beta)
+    beta = jnp.concatenate([beta[:1], beta]).astype(jnp.float32)
+    alpha_bar = jnp.exp(jnp.cumsum(jnp.log1p(-beta)))
+    return Schedule(beta=beta, alpha_bar=alpha_bar)
+
+
+def make_schedule(
+    name: str = "linear",
+    T: int = 1000,  # noqa: N803
+    beta1: float = 1e-4,
+    beta2: float = 0.02,
+) -> Schedule:
+    """Build a schedule by name.
+
+    Args:
+        name: ``"linear"`` (the starter's) or ``"cosine"``.
+        T: Number of diffusion steps.
+        beta1: First beta of the linear schedule.
+        beta2: Last beta of the linear schedule.
+
+    Returns:
+        The :class:`Schedule`.
+
+    Raises:
+        ValueError: For an unknown name.
+    """
+    if name == "linear":
+        return linear(beta1, beta2, T)
+    if name == "cosine":
+        return cosine(T)
+    raise ValueError(f"unknown schedule {name!r}; use 'linear' or 'cosine'.")
+
+
+def q_sample(sched: Schedule, x0: jax.Array, t: jax.Array, eps: jax.Array) -> jax.Array:
+    """Draw ``z_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps`` for one example.
+
+    Args:
+        sched: The schedule.
+        x0: Clean image ``(H, W, C)``.
+        t: Integer time, a scalar in ``0..T``.
+        eps: Standard normal noise shaped like ``x0``.
+
+    Returns:
+        The noised image ``z_t``. Batch with ``jax.vmap(q_sample, (None, 0, 0, 0))``.
+    """
+    ab = sched.alpha_bar[t]
+    return jnp.sqrt(ab) * x0 + jnp.sqrt(1.0 - ab) * eps

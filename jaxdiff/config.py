@@ -109,7 +109,11 @@ class Config:
             ValueError: If a section has unknown keys (e.g. a file from another version).
         """
         parts = {}
-        for name, klass in (("model", ModelConfig), ("process", ProcessConfig), ("train", TrainConfig)):
+        for name, klass in (
+            ("model", ModelConfig),
+            ("process", ProcessConfig),
+            ("train", TrainConfig),
+        ):
             sub = dict(d.get(name, {}))
             known = {f.name for f in dataclasses.fields(klass)}
             unknown = set(sub) - known

@@ -87,7 +87,7 @@ class CNN(nn.Module):
         h = h + emb[:, None, None, :].astype(h.dtype)
         for width in self.n_hidden[1:]:
             h = CNNBlock(width, **kw)(h)
-        out = Conv(
-            self.out_channels, self.last_kernel_size, dtype=self.dtype, impl=self.conv_impl
-        )(h)
+        out = Conv(self.out_channels, self.last_kernel_size, dtype=self.dtype, impl=self.conv_impl)(
+            h
+        )
         return out.astype(jnp.float32)

@@ -1,0 +1,259 @@
+"""Command-line plumbing shared by the drivers in ``experiments/``: flags -> :class:`Config`.
+
+Drivers stay thin: they build a parser here, turn flags into a config, and call the
+library. Errors a user can fix (bad flags, missing data, inconsistent checkpoints, a
+diverged run) print one clear line and exit with status 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from jaxdiff.checkpoint import CheckpointError
+from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
+from jaxdiff.data import DataError
+
+USER_ERRORS = (DataError, CheckpointError, ValueError)
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 16,32,32,16, got {text!r}"
+        ) from None
+    if not vals or min(vals) <= 0:
+        raise argparse.ArgumentTypeError(f"channel counts must be positive integers, got {text!r}")
+    return vals
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+        return v
+
+    return parse
+
+
+def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
+    """Build the training flags shared by ``ddpm.py`` and ``cold.py``.
+
+    Args:
+        doc: The driver's docstring (shown in ``--help``).
+        kind: ``"ddpm"`` or ``"cold"``; sets process-specific flags and defaults.
+
+    Returns:
+        The parser.
+    """
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    g = p.add_argument_group("training")
+    g.add_argument("--lr", type=_positive(float), default=2e-4, help="Adam learning rate")
+    g.add_argument("--epochs", type=_positive(int), default=100 if kind == "ddpm" else 20)
+    g.add_argument("--batch-size", type=_positive(int), default=128)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--ema", type=float, default=0.0, help="EMA decay (0: off, the starter)")
+    g.add_argument("--grad-clip", type=float, default=0.0, help="global-norm clip (0: off)")
+    g.add_argument("--limit", type=int, default=0, help="train on the first N images only")
+    m = p.add_argument_group("model")
+    m.add_argument("--model", choices=("cnn", "unet"), default="cnn")
+    m.add_argument("--hidden", type=_int_tuple, default=None, help="channels, e.g. 16,32,32,16")
+    m.add_argument("--kernel-size", type=_positive(int), default=7)
+    m.add_argument("--ln-over-channels", action="store_true", help="LayerNorm over (C,H,W)")
+    m.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    m.add_argument(
+        "--conv-impl", default="xla", help="convolution implementation (see jaxdiff.ops)"
+    )
+    m.add_argument("--attention", action="store_true", help="UNet: attention at 7x7")
+    q = p.add_argument_group("process")
+    q.add_argument("--T", type=_positive(int), default=1000 if kind == "ddpm" else None)
+    if kind == "ddpm":
+        q.add_argument("--schedule", choices=("linear", "cosine"), default="linear")
+        q.add_argument("--beta1", type=float, default=1e-4)
+        q.add_argument("--beta2", type=float, default=0.02)
+    else:
+        q.add_argument("--degradation", default="ink_erosion", help="registered degradation name")
+        q.add_argument("--loss", choices=("l1", "l2"), default="l1")
+    o = p.add_argument_group("output")
+    o.add_argument("--workdir", type=Path, default=None, help="run folder (default runs/<name>)")
+    o.add_argument("--data-dir", default=None, help="MNIST folder (else $JAXDIFF_DATA_DIR)")
+    o.add_argument("--resume", action="store_true", help="continue the run in --workdir")
+    o.add_argument("--grid-n", type=int, default=16, help="samples per epoch grid (0: none)")
+    o.add_argument("--grid-every", type=_positive(int), default=1)
+    o.add_argument("--chunk-steps", type=_positive(int), default=39, help="steps per jit call")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def config_from_args(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, kind: str
+) -> Config:
+    """Turn parsed flags into a :class:`Config`, rejecting inconsistent ones via ``parser``.
+
+    Args:
+        args: Parsed flags.
+        parser: The parser (its ``error`` prints usage and exits 2).
+        kind: ``"ddpm"`` or ``"cold"``.
+
+    Returns:
+        The run config.
+    """
+    hidden = args.hidden or ((16, 32, 32, 16) if args.model == "cnn" else (32, 64, 64))
+    if not 0.0 <= args.ema < 1.0:
+        parser.error(f"--ema must be in [0, 1), got {args.ema}")
+    if args.limit < 0:
+        parser.error(f"--limit must be >= 0, got {args.limit}")
+    if args.limit and args.limit < args.batch_size:
+        parser.error(
+            f"--limit {args.limit} is smaller than one batch (--batch-size {args.batch_size})"
+        )
+    if args.kernel_size % 2 == 0:
+        parser.error(f"--kernel-size must be odd (same padding), got {args.kernel_size}")
+    model = ModelConfig(
+        name=args.model,
+        hidden=hidden,
+        kernel_size=args.kernel_size,
+        ln_over_channels=args.ln_over_channels,
+        precision=args.precision,
+        conv_impl=args.conv_impl,
+        attention=args.attention,
+    )
+    from jaxdiff.ops import available_convs
+
+    if args.conv_impl not in available_convs():
+        parser.error(f"--conv-impl {args.conv_impl!r} unknown; choose from {available_convs()}")
+    if kind == "ddpm":
+        if not 0.0 < args.beta1 < args.beta2 < 1.0:
+            parser.error(f"need 0 < --beta1 < --beta2 < 1, got {args.beta1}, {args.beta2}")
+        process = ProcessConfig(
+            kind="ddpm", T=args.T, schedule=args.schedule, beta1=args.beta1, beta2=args.beta2
+        )
+    else:
+        from jaxdiff.degradations import DEGRADATIONS, default_T
+
+        if args.degradation not in DEGRADATIONS:
+            parser.error(
+                f"--degradation {args.degradation!r} unknown; choose from {sorted(DEGRADATIONS)}"
+            )
+        T = args.T or default_T(args.degradation)  # noqa: N806
+        process = ProcessConfig(kind="cold", T=T, degradation=args.degradation, loss=args.loss)
+    train = TrainConfig(
+        lr=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        seed=args.seed,
+        ema_decay=args.ema,
+        limit=args.limit,
+        grad_clip=args.grad_clip,
+    )
+    if args.workdir is None:
+        name = kind if kind == "ddpm" else f"cold_{process.degradation}"
+        args.workdir = Path("runs") / name
+    return Config(model=model, process=process, train=train)
+
+
+def fail(msg: str) -> int:
+    """Print a one-line error to stderr and return exit status 2."""
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+def run_training(cfg: Config, args: argparse.Namespace, start_fn_factory=None) -> int:
+    """Run :func:`jaxdiff.runner.fit` from parsed flags, turning user errors into messages.
+
+    Args:
+        cfg: The run config.
+        args: Parsed flags (workdir, data dir, resume, output options).
+        start_fn_factory: Cold runs: builds the start-state sampler for epoch grids.
+
+    Returns:
+        Process exit status (0 on success, 2 on a user error).
+    """
+    from jaxdiff.runner import TrainingDiverged, fit
+
+    try:
+        _, records = fit(
+            cfg,
+            args.workdir,
+            data_dir=args.data_dir,
+            resume=args.resume,
+            chunk_steps=args.chunk_steps,
+            grid_n=args.grid_n,
+            grid_every=args.grid_every,
+            progress=not args.no_progress,
+            start_fn_factory=start_fn_factory,
+        )
+    except (*USER_ERRORS, TrainingDiverged) as err:
+        return fail(str(err))
+    if records:
+        last = records[-1]
+        print(
+            json.dumps({"workdir": str(args.workdir), "epoch": last["epoch"], "loss": last["loss"]})
+        )
+    return 0
+
+
+def sample_command(args: argparse.Namespace) -> int:
+    """Sample from a checkpoint and write ``<out>.png`` and ``<out>.npy``.
+
+    Args:
+        args: Parsed ``sample.py`` flags.
+
+    Returns:
+        Process exit status.
+    """
+    import time
+
+    import jax
+    import numpy as np
+
+    from jaxdiff import plotting
+    from jaxdiff.runner import default_sampler, generate, load_run, start_fn_for
+
+    if args.n <= 0:
+        return fail(f"--n must be positive, got {args.n}")
+    try:
+        cfg, pieces, params, meta = load_run(args.checkpoint, args.epoch)
+        sampler = args.sampler or default_sampler(cfg)
+        start = start_fn_for(cfg, pieces, args.data_dir) if cfg.process.kind == "cold" else None
+        t0 = time.perf_counter()
+        x = generate(
+            cfg,
+            pieces,
+            params,
+            jax.random.PRNGKey(args.seed),
+            args.n,
+            sampler,
+            steps=args.steps,
+            eta=args.eta,
+            start=start,
+        )
+    except USER_ERRORS as err:
+        return fail(str(err))
+    secs = time.perf_counter() - t0
+    out = args.out or Path(args.checkpoint) / f"samples_seed{args.seed}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out.with_suffix(".npy"), x)
+    plotting.save_grid(
+        x, out.with_suffix(".png"), title=f"{sampler}, epoch {meta.get('epoch', '?')}"
+    )
+    print(
+        json.dumps(
+            {
+                "n": args.n,
+                "sampler": sampler,
+                "seconds": round(secs, 2),
+                "png": str(out.with_suffix(".png")),
+                "npy": str(out.with_suffix(".npy")),
+            }
+        )
+    )
+    return 0

@@ -1,0 +1,90 @@
+"""Training losses, each a pure ``loss_fn(params, x0_batch, key) -> (loss, metrics)``.
+
+Both the DDPM and the cold-diffusion objectives have this one signature, so a single
+trainer (:func:`jaxdiff.train.make_train_step`) serves both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxdiff.schedules import Schedule, q_sample
+
+ApplyFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
+LossFn = Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+def ddpm_loss(apply_fn: ApplyFn, sched: Schedule) -> LossFn:
+    """The starter's epsilon-prediction loss (Prince, Alg. 18.1).
+
+    ``t ~ U{1, ..., T-1}`` (PyTorch ``randint(1, T)``), ``eps ~ N(0, I)``,
+    ``z_t = sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) eps`` and
+    ``loss = mean((eps - net(z_t, t / T))**2)``.
+
+    Args:
+        apply_fn: ``apply_fn(params, x, t_frac) -> eps_hat``.
+        sched: The noise schedule (``T = sched.T``).
+
+    Returns:
+        ``loss_fn(params, x0 (B, H, W, C), key) -> (loss, {"loss": loss})``.
+    """
+    T = sched.T  # noqa: N806
+
+    def loss_fn(params, x0, key):
+        kt, ke = jax.random.split(key)
+        t = jax.random.randint(kt, (x0.shape[0],), 1, T)
+        eps = jax.random.normal(ke, x0.shape, jnp.float32)
+        zt = jax.vmap(q_sample, (None, 0, 0, 0))(sched, x0, t, eps)
+        pred = apply_fn(params, zt, t.astype(jnp.float32) / T)
+        loss = jnp.mean(jnp.square(eps - pred))
+        return loss, {"loss": loss}
+
+    return loss_fn
+
+
+def cold_loss(
+    apply_fn: ApplyFn,
+    degrade: Callable[..., jax.Array],
+    T: int,  # noqa: N803
+    norm: str = "l1",
+    stochastic: bool = False,
+) -> LossFn:
+    """Cold-diffusion restoration loss (Bansal et al. 2022): ``|R(D(x0, t), t) - x0|``.
+
+    ``t ~ U{1, ..., T}``; the restorer sees ``t / T``.
+
+    Args:
+        apply_fn: Restorer ``R``: ``apply_fn(params, x_t, t_frac) -> x0_hat``.
+        degrade: Per-example degradation ``D(x0, t) -> x_t`` (or ``D(x0, t, key)`` when
+            ``stochastic``); batched here with ``jax.vmap``.
+        T: Number of degradation steps.
+        norm: ``"l1"`` (the paper's default) or ``"l2"``.
+        stochastic: Whether ``degrade`` takes a per-example key.
+
+    Returns:
+        ``loss_fn(params, x0, key) -> (loss, {"loss": loss})``.
+
+    Raises:
+        ValueError: For an unknown norm.
+    """
+    if norm not in ("l1", "l2"):
+        raise ValueError(f"unknown loss norm {norm!r}; use 'l1' or 'l2'.")
+
+    def loss_fn(params, x0, key):
+        kt, kd = jax.random.split(key)
+        t = jax.random.randint(kt, (x0.shape[0],), 1, T + 1)
+        if stochastic:
+            keys = jax.random.split(kd, x0.shape[0])
+            xt = jax.vmap(degrade)(x0, t, keys)
+        else:
+            xt = jax.vmap(degrade)(x0, t)
+        pred = apply_fn(params, xt, t.astype(jnp.float32) / T)
+        err = pred - x0
+        loss = jnp.mean(jnp.abs(err)) if norm == "l1" else jnp.mean(jnp.square(err))
+        return loss, {"loss": loss}
+
+    return loss_fn

@@ -1,0 +1,439 @@
+"""Run orchestration: build a run from its config, train with checkpoints and logs, load it back.
+
+This is the layer the thin drivers in ``experiments/`` call. All maths lives in the pure
+modules (:mod:`jaxdiff.train`, :mod:`jaxdiff.losses`, :mod:`jaxdiff.sampling`); here are
+the side effects: reading data, writing ``config.json``, ``metrics.jsonl``, figures and
+checkpoints, the progress bar, and resuming.
+
+Keys: every key of a run derives from ``PRNGKey(seed)`` by ``fold_in`` with a fixed purpose
+number (:func:`run_keys`), then with the epoch (shuffling) or the step (training noise).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdiff import checkpoint as ckpt
+from jaxdiff import plotting
+from jaxdiff.config import Config
+from jaxdiff.data import load_mnist
+from jaxdiff.losses import LossFn, cold_loss, ddpm_loss
+from jaxdiff.models import build_model
+from jaxdiff.sampling import ddim_sample, ddpm_sample
+from jaxdiff.schedules import Schedule, make_schedule
+from jaxdiff.train import (
+    TrainState,
+    epoch_indices,
+    init_train_state,
+    make_optimizer,
+    make_run_steps,
+    make_train_step,
+)
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised when the loss becomes NaN or infinite; the last good checkpoint is kept."""
+
+
+class RunKeys(NamedTuple):
+    """The purpose keys of a run, all derived from its seed."""
+
+    init: jax.Array
+    perm: jax.Array
+    step: jax.Array
+    sample: jax.Array
+
+
+def run_keys(seed: int) -> RunKeys:
+    """Derive a run's purpose keys: ``fold_in(PRNGKey(seed), i)`` for i = 0..3.
+
+    Args:
+        seed: The run's seed.
+
+    Returns:
+        :class:`RunKeys` (init, perm, step, sample).
+    """
+    base = jax.random.PRNGKey(seed)
+    return RunKeys(*(jax.random.fold_in(base, i) for i in range(4)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Pieces:
+    """The pure pieces of a run, built from its config.
+
+    Attributes:
+        model: The Linen module.
+        apply_fn: ``model.apply``.
+        loss_fn: ``loss_fn(params, x0, key) -> (loss, metrics)``.
+        tx: The optimizer.
+        sched: The noise schedule (DDPM runs), else ``None``.
+        degrade: The per-example degradation (cold runs), else ``None``.
+    """
+
+    model: Any
+    apply_fn: Callable
+    loss_fn: LossFn
+    tx: Any
+    sched: Schedule | None = None
+    degrade: Callable | None = None
+
+
+def build(cfg: Config) -> Pieces:
+    """Build model, loss, optimizer and forward process from a config.
+
+    Args:
+        cfg: The run config.
+
+    Returns:
+        The :class:`Pieces`.
+
+    Raises:
+        ValueError: For unknown process kinds or inconsistent settings.
+    """
+    model = build_model(cfg.model)
+    apply_fn = model.apply
+    tx = make_optimizer(cfg.train)
+    p = cfg.process
+    if p.kind == "ddpm":
+        sched = make_schedule(p.schedule, p.T, p.beta1, p.beta2)
+        return Pieces(model, apply_fn, ddpm_loss(apply_fn, sched), tx, sched=sched)
+    if p.kind == "cold":
+        from jaxdiff.degradations import get_degradation
+
+        degrade = get_degradation(p.degradation, p.T)
+        return Pieces(
+            model, apply_fn, cold_loss(apply_fn, degrade, p.T, p.loss), tx, degrade=degrade
+        )
+    raise ValueError(f"unknown process kind {p.kind!r}; use 'ddpm' or 'cold'.")
+
+
+def init_params(pieces: Pieces, key: jax.Array) -> Any:
+    """Initialise network parameters for 28x28 single-channel images."""
+    return pieces.model.init(key, jnp.zeros((1, 28, 28, 1)), jnp.zeros((1,)))
+
+
+def generate(
+    cfg: Config,
+    pieces: Pieces,
+    params: Any,
+    key: jax.Array,
+    n: int,
+    sampler: str = "ancestral",
+    steps: int | None = None,
+    eta: float = 0.0,
+    batch: int = 250,
+    start: Callable[[jax.Array, int], jax.Array] | None = None,
+) -> np.ndarray:
+    """Draw ``n`` samples in batches (batch ``i`` uses ``fold_in(key, i)``).
+
+    Args:
+        cfg: The run config.
+        pieces: From :func:`build`.
+        params: Parameters to sample with (usually the EMA ones).
+        key: PRNG key.
+        n: Number of samples.
+        sampler: DDPM: ``"ancestral"`` (the starter's) or ``"ddim"``; cold: ``"cold1"`` or
+            ``"cold2"`` (Bansal Alg. 1 / 2).
+        steps: DDIM steps (default 100).
+        eta: DDIM eta.
+        batch: Samples per jitted call.
+        start: Cold: ``start(key, n) -> x_T`` start states (see :mod:`jaxdiff.cold`).
+
+    Returns:
+        ``float32`` numpy array ``(n, 28, 28, 1)`` in the model scale.
+
+    Raises:
+        ValueError: For a sampler that does not fit the run's process.
+    """
+    out = []
+    for i in range(math.ceil(n / batch)):
+        b = min(batch, n - i * batch)
+        k = jax.random.fold_in(key, i)
+        shape = (b, 28, 28, 1)
+        if cfg.process.kind == "ddpm":
+            if sampler == "ancestral":
+                x, _ = ddpm_sample(pieces.apply_fn, params, pieces.sched, k, shape)
+            elif sampler == "ddim":
+                x, _ = ddim_sample(
+                    pieces.apply_fn, params, pieces.sched, k, shape, steps or 100, eta
+                )
+            else:
+                raise ValueError(
+                    f"sampler {sampler!r} does not fit a DDPM run; use ancestral or ddim."
+                )
+        else:
+            if sampler not in ("cold1", "cold2"):
+                raise ValueError(
+                    f"sampler {sampler!r} does not fit a cold run; use cold1 or cold2."
+                )
+            from jaxdiff.cold import cold_sample
+
+            if start is None:
+                raise ValueError("cold sampling needs a start-state function (see jaxdiff.cold).")
+            x_T = start(k, b)  # noqa: N806
+            x = cold_sample(
+                pieces.apply_fn, params, pieces.degrade, x_T, cfg.process.T, int(sampler[-1])
+            )
+        out.append(np.asarray(x))
+    return np.concatenate(out)
+
+
+def _check_resume_config(saved: dict, cfg: Config, workdir: Path) -> None:
+    old = Config.from_dict(saved)
+    a, b = old.to_dict(), cfg.to_dict()
+    a["train"].pop("epochs")
+    b["train"].pop("epochs")
+    if a != b:
+        diffs = [
+            f"{sec}.{k}: saved {a[sec][k]!r} vs now {b[sec][k]!r}"
+            for sec in a
+            for k in a[sec]
+            if a[sec][k] != b[sec].get(k)
+        ]
+        raise ckpt.CheckpointError(
+            f"{workdir} holds a run with another config ({'; '.join(diffs)}). "
+            "Resume with the same flags (only --epochs may change) or use a new --workdir."
+        )
+
+
+def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
+    if not path.exists():
+        return []
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in recs if r.get("epoch", 0) <= upto_epoch]
+
+
+def _write_metrics(path: Path, records: list[dict]) -> None:
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.replace(path)
+
+
+def fit(
+    cfg: Config,
+    workdir: str | Path,
+    data_dir: str | None = None,
+    resume: bool = False,
+    chunk_steps: int = 39,
+    grid_n: int = 16,
+    grid_every: int = 1,
+    keep_checkpoints: int = 3,
+    progress: bool = True,
+    images: np.ndarray | None = None,
+    start_fn_factory: Callable[[Pieces, np.ndarray], Callable] | None = None,
+) -> tuple[TrainState, list[dict]]:
+    """Train a run, writing config, metrics, figures and checkpoints into ``workdir``.
+
+    Each epoch runs as jitted scans of ``chunk_steps`` steps (one dispatch each; the chunking
+    only feeds the progress bar and does not change results). After each epoch: a
+    checkpoint (atomic), a metrics line, the loss curve, and a grid of ``grid_n`` samples from
+    the EMA parameters with a fixed key.
+
+    Args:
+        cfg: The run config.
+        workdir: Output folder.
+        data_dir: MNIST folder (see :func:`jaxdiff.data.resolve_data_dir`).
+        resume: Continue from the latest complete checkpoint in ``workdir``.
+        chunk_steps: Steps per jitted call.
+        grid_n: Samples in each epoch's grid (0 disables grids).
+        grid_every: Draw the grid every this many epochs (and after the last).
+        keep_checkpoints: Checkpoints kept.
+        progress: Show a progress bar.
+        images: Training images ``uint8 (N, 28, 28)`` to use instead of loading MNIST.
+        start_fn_factory: Cold runs: ``factory(pieces, images) -> start(key, n)``.
+
+    Returns:
+        ``(state, records)``: the final train state and all metrics records.
+
+    Raises:
+        CheckpointError: On an existing run without ``resume``, or a config mismatch.
+        TrainingDiverged: If the loss becomes NaN or infinite.
+    """
+    from tqdm.auto import tqdm
+
+    workdir = Path(workdir)
+    ckdir = workdir / "checkpoints"
+    has_ckpt = ckpt.latest_epoch(ckdir) is not None
+    if has_ckpt and not resume:
+        raise ckpt.CheckpointError(
+            f"{workdir} already holds a run; pass --resume to continue it "
+            "or choose another --workdir."
+        )
+    if resume and (workdir / "config.json").exists():
+        _check_resume_config(ckpt.read_json(workdir / "config.json")["config"], cfg, workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(
+        json.dumps({"config": cfg.to_dict(), "devices": [str(d) for d in jax.devices()]}, indent=2)
+    )
+
+    if images is None:
+        images, _ = load_mnist("train", data_dir)
+    if cfg.train.limit:
+        images = images[: cfg.train.limit]
+    n = images.shape[0]
+    pieces = build(cfg)
+    keys = run_keys(cfg.train.seed)
+    state = init_train_state(init_params(pieces, keys.init), pieces.tx)
+    start_epoch, records = 0, []
+    if resume and has_ckpt:
+        state, meta = ckpt.restore(ckdir, state)
+        start_epoch = int(meta["epoch"])
+        records = _read_metrics(workdir / "metrics.jsonl", start_epoch)
+    state = jax.device_put(state)
+    images_dev = jax.device_put(jnp.asarray(images, jnp.uint8))
+    train_step = make_train_step(pieces.loss_fn, pieces.tx, cfg.train.ema_decay)
+    run_steps = make_run_steps(train_step)
+    start_fn = start_fn_factory(pieces, images) if start_fn_factory else None
+    steps_per_epoch = n // cfg.train.batch_size
+    wall0 = records[-1]["wall_s"] if records else 0.0
+
+    for epoch in range(start_epoch, cfg.train.epochs):
+        idx = epoch_indices(keys.perm, epoch, n, cfg.train.batch_size)
+        t0 = time.perf_counter()
+        chunk_losses, gnorms = [], []
+        bar = tqdm(
+            total=steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+            disable=not progress,
+            leave=False,
+            mininterval=1.0,
+        )
+        for s0 in range(0, steps_per_epoch, chunk_steps):
+            state, m = run_steps(state, images_dev, idx[s0 : s0 + chunk_steps], keys.step)
+            loss = np.asarray(m["loss"])
+            if not np.all(np.isfinite(loss)):
+                bar.close()
+                last = ckpt.latest_epoch(ckdir)
+                raise TrainingDiverged(
+                    f"loss became {loss[~np.isfinite(loss)][0]} in epoch {epoch + 1} "
+                    f"(around step {int(state.step)}); stopped without saving. Last good "
+                    f"checkpoint: {'epoch ' + str(last) if last is not None else 'none'} in "
+                    f"{ckdir}. Lower --lr or set --grad-clip."
+                )
+            chunk_losses.append(float(loss.mean()))
+            gnorms.append(float(np.asarray(m["grad_norm"]).mean()))
+            done = min(s0 + chunk_steps, steps_per_epoch)
+            rate = done * cfg.train.batch_size / (time.perf_counter() - t0)
+            bar.update(len(loss))
+            bar.set_postfix(loss=f"{chunk_losses[-1]:.4f}", img_s=f"{rate:.0f}")
+        bar.close()
+        epoch_s = time.perf_counter() - t0
+        weights = [
+            min(chunk_steps, steps_per_epoch - s) for s in range(0, steps_per_epoch, chunk_steps)
+        ]
+        rec = {
+            "epoch": epoch + 1,
+            "step": int(state.step),
+            "loss": float(np.average(chunk_losses, weights=weights)),
+            "grad_norm": float(np.average(gnorms, weights=weights)),
+            "chunk_loss": chunk_losses,
+            "epoch_s": epoch_s,
+            "images_per_s": steps_per_epoch * cfg.train.batch_size / epoch_s,
+        }
+        last_epoch = epoch + 1 == cfg.train.epochs
+        if grid_n and ((epoch + 1) % grid_every == 0 or last_epoch):
+            t1 = time.perf_counter()
+            sampler = "ancestral" if cfg.process.kind == "ddpm" else "cold2"
+            grid = generate(
+                cfg, pieces, state.ema_params, keys.sample, grid_n, sampler, start=start_fn
+            )
+            rec["grid_s"] = time.perf_counter() - t1
+            plotting.save_grid(
+                grid, workdir / "samples" / f"epoch_{epoch + 1:03d}.png", title=f"epoch {epoch + 1}"
+            )
+            np.save(workdir / "samples" / f"epoch_{epoch + 1:03d}.npy", grid)
+        rec["wall_s"] = wall0 + time.perf_counter() - t0
+        wall0 = rec["wall_s"]
+        meta = {"config": cfg.to_dict(), "epoch": epoch + 1, "step": int(state.step)}
+        ckpt.save(ckdir, epoch + 1, state, meta, keep=keep_checkpoints)
+        records.append(rec)
+        _write_metrics(workdir / "metrics.jsonl", records)
+        plotting.plot_loss_curve(records, workdir / "loss.png")
+        if progress:
+            print(
+                f"epoch {epoch + 1}: loss {rec['loss']:.4f}  {rec['images_per_s']:.0f} img/s  "
+                f"{epoch_s:.1f} s",
+                flush=True,
+            )
+    return state, records
+
+
+def load_run(path: str | Path, epoch: int | None = None) -> tuple[Config, Pieces, Any, dict]:
+    """Load a trained model for sampling from a run workdir or an exported params folder.
+
+    Args:
+        path: A run workdir (with ``checkpoints/``), its ``checkpoints`` folder, or a folder
+            written by :func:`jaxdiff.checkpoint.export_params`.
+        epoch: Checkpoint to load (latest when ``None``); ignored for exported params.
+
+    Returns:
+        ``(cfg, pieces, params, meta)`` where ``params`` are the EMA parameters.
+
+    Raises:
+        CheckpointError: If nothing loadable is found at ``path``.
+    """
+    path = Path(path)
+    if (path / "params.msgpack").exists():
+        meta = ckpt.read_json(path / "config.json")
+        cfg = Config.from_dict(meta["config"])
+        pieces = build(cfg)
+        params, meta = ckpt.load_exported(path, init_params(pieces, jax.random.PRNGKey(0)))
+        return cfg, pieces, params, meta
+    ckdir = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if ckpt.latest_epoch(ckdir) is None:
+        raise ckpt.CheckpointError(
+            f"no checkpoint found at {path}: expected a run workdir with checkpoints/ or a "
+            "folder with params.msgpack and config.json."
+        )
+    meta = ckpt.read_meta(ckdir, epoch)
+    cfg = Config.from_dict(meta["config"])
+    pieces = build(cfg)
+    target = init_train_state(init_params(pieces, jax.random.PRNGKey(0)), pieces.tx)
+    state, meta = ckpt.restore(ckdir, target, epoch)
+    return cfg, pieces, state.ema_params, meta
+
+
+def default_sampler(cfg: Config) -> str:
+    """The sampler a run uses unless told otherwise: the starter's ancestral, or cold Alg. 2."""
+    return "ancestral" if cfg.process.kind == "ddpm" else "cold2"
+
+
+def start_fn_for(
+    cfg: Config, pieces: Pieces, data_dir: str | None = None, images: np.ndarray | None = None
+) -> Callable[[jax.Array, int], jax.Array]:
+    """Build a cold run's start-state sampler from degraded training images.
+
+    The start distribution is fitted to fully degraded training images (see
+    :func:`jaxdiff.cold.fit_start_distribution`) with a key derived from the run's seed, so it
+    is the same every time the run is loaded.
+
+    Args:
+        cfg: A cold run's config.
+        pieces: From :func:`build`.
+        data_dir: MNIST folder (when ``images`` is not given).
+        images: Training images ``uint8 (N, 28, 28)``.
+
+    Returns:
+        ``start(key, n) -> x_T`` of shape ``(n, 28, 28, 1)``.
+    """
+    from jaxdiff.cold import fit_start_distribution, sample_start
+    from jaxdiff.data import normalize
+
+    if images is None:
+        images, _ = load_mnist("train", data_dir)
+    if cfg.train.limit:
+        images = images[: cfg.train.limit]
+    x0 = jnp.asarray(normalize(images[:10000]))
+    key = jax.random.fold_in(run_keys(cfg.train.seed).sample, 1)
+    dist = fit_start_distribution(pieces.degrade, x0, cfg.process.T, key)
+    return lambda k, n: sample_start(dist, k, n)

@@ -1,0 +1,168 @@
+"""The pure-functional trainer shared by DDPM and cold diffusion.
+
+* :class:`TrainState` is a pytree (step, params, optimizer state, EMA parameters).
+* :func:`make_train_step` returns ``train_step(state, batch, key) -> (state, metrics)``;
+  the step's randomness is ``fold_in(key, state.step)``, so nothing random is stored and a
+  resumed run draws exactly what an uninterrupted one would.
+* :func:`make_run_steps` scans many steps in one jitted call over device-resident ``uint8``
+  images and a block of shuffled indices: no per-step Python dispatch or host copy.
+* :func:`epoch_indices` gives epoch ``e``'s permutation from ``fold_in(key, e)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxdiff.config import TrainConfig
+from jaxdiff.data import normalize
+from jaxdiff.losses import LossFn
+
+Metrics = dict[str, jax.Array]
+TrainStep = Callable[["TrainState", jax.Array, jax.Array], tuple["TrainState", Metrics]]
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training, as one pytree.
+
+    Attributes:
+        step: Number of optimizer steps taken (``int32`` scalar).
+        params: Model parameters (``float32`` master weights).
+        opt_state: Optimizer state.
+        ema_params: Exponential moving average of ``params`` (equals ``params`` when the
+            EMA is disabled); used for sampling.
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    ema_params: Any
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    """Adam with the configured learning rate (and optional global-norm clipping).
+
+    Args:
+        cfg: Training settings.
+
+    Returns:
+        The optax transformation.
+
+    Raises:
+        ValueError: If the learning rate is not positive.
+    """
+    if not cfg.lr > 0:
+        raise ValueError(f"learning rate must be positive, got {cfg.lr}.")
+    tx = optax.adam(cfg.lr)
+    if cfg.grad_clip > 0:
+        tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
+    return tx
+
+
+def init_train_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
+    """Build the initial state from freshly initialised parameters.
+
+    Args:
+        params: Initial parameters.
+        tx: Optimizer.
+
+    Returns:
+        A :class:`TrainState` at step 0 with the EMA equal to ``params``.
+    """
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        ema_params=jax.tree.map(jnp.copy, params),
+    )
+
+
+def make_train_step(
+    loss_fn: LossFn, tx: optax.GradientTransformation, ema_decay: float = 0.0
+) -> TrainStep:
+    """Make the pure training step.
+
+    Args:
+        loss_fn: ``loss_fn(params, x0, key) -> (loss, metrics)``.
+        tx: Optimizer.
+        ema_decay: EMA decay in [0, 1); 0 keeps ``ema_params == params``.
+
+    Returns:
+        ``train_step(state, batch, key) -> (state, metrics)`` where ``batch`` is a float
+        image batch and ``key`` the run's step key (folded with ``state.step`` inside).
+        ``metrics`` holds ``loss`` and ``grad_norm``.
+    """
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}.")
+
+    def train_step(state: TrainState, batch: jax.Array, key: jax.Array):
+        step_key = jax.random.fold_in(key, state.step)
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, batch, step_key
+        )
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        if ema_decay > 0:
+            ema = jax.tree.map(
+                lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params
+            )
+        else:
+            ema = params
+        metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
+        return TrainState(state.step + 1, params, opt_state, ema), metrics
+
+    return train_step
+
+
+def epoch_indices(key: jax.Array, epoch: int, n: int, batch_size: int) -> jax.Array:
+    """Shuffled batch indices of one epoch, last partial batch dropped (as the starter).
+
+    Args:
+        key: The run's permutation key.
+        epoch: Epoch number (0-based); the permutation is ``fold_in(key, epoch)``'s.
+        n: Number of training images.
+        batch_size: Images per batch.
+
+    Returns:
+        ``int32`` array ``(n // batch_size, batch_size)``.
+
+    Raises:
+        ValueError: If there are fewer images than one batch.
+    """
+    steps = n // batch_size
+    if steps == 0:
+        raise ValueError(
+            f"{n} training images give no full batch of {batch_size}; "
+            "lower --batch-size or raise --limit."
+        )
+    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+    return perm[: steps * batch_size].reshape(steps, batch_size).astype(jnp.int32)
+
+
+def make_run_steps(train_step: TrainStep, batch_sharding: Any = None):
+    """Jit a scan of ``train_step`` over a block of batches drawn from device-resident data.
+
+    Args:
+        train_step: From :func:`make_train_step`.
+        batch_sharding: Optional ``jax.sharding.Sharding`` for each float batch (data
+            parallelism: batch split over devices, parameters replicated).
+
+    Returns:
+        ``run_steps(state, images_u8 (N, 28, 28), idx (S, B), key) -> (state, metrics)``
+        where every metric is stacked to shape ``(S,)``.
+    """
+
+    def run_steps(state, images, idx, key):
+        def body(st, batch_idx):
+            batch = normalize(jnp.take(images, batch_idx, axis=0))
+            if batch_sharding is not None:
+                batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+            return train_step(st, batch, key)
+
+        return jax.lax.scan(body, state, idx)
+
+    return jax.jit(run_steps, donate_argnums=(0,))

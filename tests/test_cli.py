@@ -1,0 +1,94 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(args, **kw):
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600, **kw
+    )
+
+
+def test_ddpm_then_sample(tmp_path, data_dir):
+    work = tmp_path / "run"
+    r = _run(
+        [
+            "experiments/ddpm.py",
+            "--limit",
+            "256",
+            "--epochs",
+            "1",
+            "--T",
+            "20",
+            "--hidden",
+            "4,4",
+            "--grid-n",
+            "4",
+            "--workdir",
+            str(work),
+            "--data-dir",
+            data_dir,
+            "--no-progress",
+        ]
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["epoch"] == 1
+    for name in ("config.json", "metrics.jsonl", "loss.png", "samples/epoch_001.png"):
+        assert (work / name).exists(), name
+    rec = json.loads((work / "metrics.jsonl").read_text().splitlines()[0])
+    assert rec["step"] == 2 and rec["images_per_s"] > 0 and np.isfinite(rec["loss"])
+    r = _run(
+        [
+            "experiments/sample.py",
+            "--checkpoint",
+            str(work),
+            "--n",
+            "5",
+            "--seed",
+            "0",
+            "--out",
+            str(tmp_path / "s"),
+        ]
+    )
+    assert r.returncode == 0, r.stderr
+    x = np.load(tmp_path / "s.npy")
+    assert x.shape == (5, 28, 28, 1) and np.all(np.isfinite(x))
+    assert (tmp_path / "s.png").exists()
+
+
+def test_bad_flags_give_one_clear_error(tmp_path):
+    r = _run(["experiments/ddpm.py", "--hidden", "16,x", "--workdir", str(tmp_path)])
+    assert r.returncode == 2 and "comma-separated integers" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = _run(
+        ["experiments/ddpm.py", "--beta1", "0.5", "--beta2", "0.1", "--workdir", str(tmp_path)]
+    )
+    assert r.returncode == 2 and "--beta1 < --beta2" in r.stderr
+    r = _run(
+        [
+            "experiments/ddpm.py",
+            "--data-dir",
+            str(tmp_path / "none"),
+            "--workdir",
+            str(tmp_path / "w"),
+            "--limit",
+            "256",
+            "--epochs",
+            "1",
+        ],
+        env={
+            "PATH": "",
+            "HOME": str(tmp_path),
+            "no_proxy": "*",
+            "https_proxy": "http://127.0.0.1:9",
+        },
+    )
+    assert r.returncode == 2 and "train-images-idx3-ubyte.gz" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = _run(["experiments/sample.py", "--checkpoint", str(tmp_path / "none")])
+    assert r.returncode == 2 and "no checkpoint found" in r.stderr

@@ -1,0 +1,148 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
+from jaxdiff.losses import cold_loss, ddpm_loss
+from jaxdiff.models import CNN
+from jaxdiff.runner import build, fit, init_params
+from jaxdiff.schedules import linear
+from jaxdiff.train import (
+    epoch_indices,
+    init_train_state,
+    make_optimizer,
+    make_run_steps,
+    make_train_step,
+)
+
+SMALL = ModelConfig(hidden=(8, 8), kernel_size=3)
+
+
+def _images(n=64, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 28, 28)).astype(np.uint8)
+
+
+def test_loss_falls_when_overfitting_a_batch_of_8():
+    cfg = Config(model=SMALL, train=TrainConfig(lr=3e-3))
+    pieces = build(cfg)
+    state = init_train_state(init_params(pieces, jax.random.PRNGKey(0)), pieces.tx)
+    step = jax.jit(make_train_step(pieces.loss_fn, pieces.tx))
+    x = jnp.asarray(_images(8) / 255.0 - 0.5, jnp.float32)[..., None]
+    key = jax.random.PRNGKey(1)
+    losses = []
+    for _ in range(60):
+        state, m = step(state, x, key)
+        losses.append(float(m["loss"]))
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:5])
+    assert int(state.step) == 60
+
+
+def test_train_step_jit_equals_eager_and_uses_fold_in():
+    sched = linear(T=50)
+    model = CNN(n_hidden=(4,), kernel_size=3)
+    loss_fn = ddpm_loss(model.apply, sched)
+    tx = make_optimizer(TrainConfig())
+    p = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)), jnp.zeros(1))
+    state = init_train_state(p, tx)
+    step = make_train_step(loss_fn, tx)
+    x = jax.random.uniform(jax.random.PRNGKey(2), (4, 28, 28, 1)) - 0.5
+    key = jax.random.PRNGKey(3)
+    s1, m1 = step(state, x, key)
+    s2, m2 = jax.jit(step)(state, x, key)
+    np.testing.assert_allclose(m1["loss"], m2["loss"], rtol=1e-5)
+    # the step's randomness is fold_in(key, state.step)
+    want, _ = loss_fn(p, x, jax.random.fold_in(key, 0))
+    np.testing.assert_allclose(m1["loss"], want, rtol=1e-6)
+    _, m3 = step(s1, x, key)
+    assert float(m3["loss"]) != float(m1["loss"])
+
+
+def test_ema_tracks_params():
+    sched = linear(T=50)
+    model = CNN(n_hidden=(4,), kernel_size=3)
+    tx = make_optimizer(TrainConfig(lr=1e-2))
+    p = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)), jnp.zeros(1))
+    step = jax.jit(make_train_step(ddpm_loss(model.apply, sched), tx, ema_decay=0.5))
+    s0 = init_train_state(p, tx)
+    x = jnp.zeros((2, 28, 28, 1))
+    s1, _ = step(s0, x, jax.random.PRNGKey(0))
+    for e, a, b in zip(
+        jax.tree.leaves(s1.ema_params),
+        jax.tree.leaves(s0.params),
+        jax.tree.leaves(s1.params),
+        strict=True,
+    ):
+        np.testing.assert_allclose(e, 0.5 * a + 0.5 * b, atol=1e-7)
+    with pytest.raises(ValueError, match="ema_decay"):
+        make_train_step(ddpm_loss(model.apply, sched), tx, ema_decay=1.0)
+
+
+def test_scan_of_steps_equals_python_loop():
+    cfg = Config(model=ModelConfig(hidden=(4,), kernel_size=3), process=ProcessConfig(T=50))
+    pieces = build(cfg)
+    state = init_train_state(init_params(pieces, jax.random.PRNGKey(0)), pieces.tx)
+    images = jnp.asarray(_images(40))
+    idx = epoch_indices(jax.random.PRNGKey(1), 0, 40, 8)
+    key = jax.random.PRNGKey(2)
+    # SGD: Adam's g / sqrt(v) would amplify float reassociation on near-zero gradients
+    tx = optax.sgd(1e-2)
+    state = init_train_state(state.params, tx)
+    step = jax.jit(make_train_step(pieces.loss_fn, tx))
+    loop_state = state
+    for i in range(idx.shape[0]):
+        batch = images[idx[i]].astype(jnp.float32)[..., None] / 255.0 - 0.5
+        loop_state, _ = step(loop_state, batch, key)
+    run_steps = make_run_steps(make_train_step(pieces.loss_fn, tx))
+    scan_state, metrics = run_steps(state, images, idx, key)
+    assert metrics["loss"].shape == (5,)
+    for a, b in zip(jax.tree.leaves(scan_state), jax.tree.leaves(loop_state), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_epoch_indices():
+    idx = epoch_indices(jax.random.PRNGKey(0), 3, 1000, 128)
+    assert idx.shape == (7, 128)
+    assert len(np.unique(np.asarray(idx))) == 7 * 128
+    again = epoch_indices(jax.random.PRNGKey(0), 3, 1000, 128)
+    np.testing.assert_array_equal(idx, again)
+    other = epoch_indices(jax.random.PRNGKey(0), 4, 1000, 128)
+    assert not np.array_equal(idx, other)
+    with pytest.raises(ValueError, match="no full batch"):
+        epoch_indices(jax.random.PRNGKey(0), 0, 100, 128)
+
+
+def test_cold_loss_l1_with_identity_restorer_is_degradation_error():
+    def degrade(x0, t):
+        return x0 * (1.0 - t / 10.0)
+
+    def identity(params, x, t):
+        return x
+
+    loss_fn = cold_loss(identity, degrade, 10, "l1")
+    x0 = jnp.ones((64, 28, 28, 1))
+    loss, _ = loss_fn(None, x0, jax.random.PRNGKey(0))
+    # mean over t ~ U{1..10} of t/10 = 0.55
+    assert float(loss) == pytest.approx(0.55, abs=0.08)
+    with pytest.raises(ValueError, match="unknown loss norm"):
+        cold_loss(identity, degrade, 10, "l3")
+
+
+def test_resumed_run_equals_uninterrupted(tmp_path):
+    images = _images(96)
+    base = Config(
+        model=ModelConfig(hidden=(4,), kernel_size=3),
+        process=ProcessConfig(T=50),
+        train=TrainConfig(batch_size=32, epochs=2, lr=1e-3, ema_decay=0.9),
+    )
+    kw = dict(images=images, grid_n=0, progress=False, chunk_steps=2)
+    full, recs = fit(base, tmp_path / "a", **kw)
+    one = Config(base.model, base.process, TrainConfig(**{**base.train.__dict__, "epochs": 1}))
+    fit(one, tmp_path / "b", **kw)
+    resumed, recs_b = fit(base, tmp_path / "b", resume=True, **kw)
+    assert int(resumed.step) == int(full.step) == 6
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert [r["epoch"] for r in recs_b] == [1, 2]
+    assert recs_b[1]["loss"] == recs[1]["loss"]

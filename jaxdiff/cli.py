@@ -80,7 +80,11 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
         q.add_argument("--beta1", type=float, default=1e-4)
         q.add_argument("--beta2", type=float, default=0.02)
     else:
-        q.add_argument("--degradation", default="ink_erosion", help="registered degradation name")
+        from jaxdiff.degradations import DEFAULT_DEGRADATION
+
+        q.add_argument(
+            "--degradation", default=DEFAULT_DEGRADATION, help="registered degradation name"
+        )
         q.add_argument("--loss", choices=("l1", "l2"), default="l1")
     o = p.add_argument_group("output")
     o.add_argument("--workdir", type=Path, default=None, help="run folder (default runs/<name>)")
@@ -256,4 +260,26 @@ def sample_command(args: argparse.Namespace) -> int:
             }
         )
     )
+    return 0
+
+
+def cold_figures_command(args: argparse.Namespace) -> int:
+    """Draw a finished cold run's figures (strip, trajectory, restoration) into its workdir.
+
+    Args:
+        args: Parsed ``cold.py`` flags (``workdir``, ``data_dir``).
+
+    Returns:
+        Process exit status.
+    """
+    from jaxdiff.data import load_mnist
+    from jaxdiff.runner import cold_figures, load_run, start_fn_for
+
+    try:
+        cfg, pieces, params, _ = load_run(args.workdir)
+        images, _ = load_mnist("train", args.data_dir)
+        start = start_fn_for(cfg, pieces, images=images)
+        cold_figures(cfg, pieces, params, images, args.workdir, start)
+    except USER_ERRORS as err:
+        return fail(str(err))
     return 0

@@ -111,9 +111,8 @@ def build(cfg: Config) -> Pieces:
         from jaxdiff.degradations import get_degradation
 
         degrade = get_degradation(p.degradation, p.T)
-        return Pieces(
-            model, apply_fn, cold_loss(apply_fn, degrade, p.T, p.loss), tx, degrade=degrade
-        )
+        loss_fn = cold_loss(apply_fn, degrade, p.T, p.loss, stochastic=degrade.stochastic)
+        return Pieces(model, apply_fn, loss_fn, tx, degrade=degrade)
     raise ValueError(f"unknown process kind {p.kind!r}; use 'ddpm' or 'cold'.")
 
 
@@ -180,9 +179,17 @@ def generate(
 
             if start is None:
                 raise ValueError("cold sampling needs a start-state function (see jaxdiff.cold).")
-            x_T = start(k, b)  # noqa: N806
+            k_start, k_deg = jax.random.split(k)
+            x_T = start(k_start, b)  # noqa: N806
             x = cold_sample(
-                pieces.apply_fn, params, pieces.degrade, x_T, cfg.process.T, int(sampler[-1])
+                pieces.apply_fn,
+                params,
+                pieces.degrade,
+                x_T,
+                cfg.process.T,
+                int(sampler[-1]),
+                steps=steps,
+                key=k_deg if pieces.degrade.stochastic else None,
             )
         out.append(np.asarray(x))
     return np.concatenate(out)
@@ -409,7 +416,11 @@ def default_sampler(cfg: Config) -> str:
 
 
 def start_fn_for(
-    cfg: Config, pieces: Pieces, data_dir: str | None = None, images: np.ndarray | None = None
+    cfg: Config,
+    pieces: Pieces,
+    data_dir: str | None = None,
+    images: np.ndarray | None = None,
+    noise_std: float = 0.01,
 ) -> Callable[[jax.Array, int], jax.Array]:
     """Build a cold run's start-state sampler from degraded training images.
 
@@ -422,11 +433,13 @@ def start_fn_for(
         pieces: From :func:`build`.
         data_dir: MNIST folder (when ``images`` is not given).
         images: Training images ``uint8 (N, 28, 28)``.
+        noise_std: Gaussian noise added to each start state (model scale).
 
     Returns:
-        ``start(key, n) -> x_T`` of shape ``(n, 28, 28, 1)``.
+        ``start(key, n) -> x_T`` of shape ``(n, 28, 28, 1)``: a draw from the fitted
+        mixture, re-degraded to ``t = T``, plus a little noise.
     """
-    from jaxdiff.cold import fit_start_distribution, sample_start
+    from jaxdiff.cold import fit_start_distribution, start_sampler
     from jaxdiff.data import normalize
 
     if images is None:
@@ -436,4 +449,82 @@ def start_fn_for(
     x0 = jnp.asarray(normalize(images[:10000]))
     key = jax.random.fold_in(run_keys(cfg.train.seed).sample, 1)
     dist = fit_start_distribution(pieces.degrade, x0, cfg.process.T, key)
-    return lambda k, n: sample_start(dist, k, n)
+    return start_sampler(dist, noise_std=noise_std, degrade=pieces.degrade)
+
+
+def cold_figures(
+    cfg: Config,
+    pieces: Pieces,
+    params: Any,
+    images: np.ndarray,
+    workdir: str | Path,
+    start: Callable[[jax.Array, int], jax.Array],
+    n_digits: int = 6,
+    n_cols: int = 9,
+) -> None:
+    """Write a cold run's figures: ``D(x0, t)`` across ``t`` and reverse trajectories.
+
+    Writes ``degradation_strip.png`` (rows: training digits; columns: evenly spaced ``t``),
+    ``trajectory.png`` (generation from start states, Alg. 2) and ``restoration.png``
+    (conditional restoration of degraded test-like digits from ``t = T / 2``).
+
+    Args:
+        cfg: A cold run's config.
+        pieces: From :func:`build`.
+        params: Restorer parameters.
+        images: ``uint8`` images to show (the first ``n_digits`` are used).
+        workdir: Output folder.
+        start: Start-state sampler.
+        n_digits: Rows.
+        n_cols: Columns (times).
+    """
+    from jaxdiff.cold import cold_sample, restore
+    from jaxdiff.data import normalize
+    from jaxdiff.degradations import degradation_strip
+
+    workdir = Path(workdir)
+    T = cfg.process.T  # noqa: N806
+    keys = run_keys(cfg.train.seed)
+    x0 = jnp.asarray(normalize(images[:n_digits]))
+    ts = np.round(np.linspace(0, T, n_cols)).astype(int)
+    k = jax.random.fold_in(keys.sample, 2)
+    stoch = pieces.degrade.stochastic
+    strip = degradation_strip(pieces.degrade, x0, ts, key=k if stoch else None)
+    labels = [f"t={t}" for t in ts]
+    plotting.save_strip(
+        strip, workdir / "degradation_strip.png", labels, f"{cfg.process.degradation}: D(x0, t)"
+    )
+    x_T = start(jax.random.fold_in(keys.sample, 3), n_digits)  # noqa: N806
+    _, traj = cold_sample(
+        pieces.apply_fn,
+        params,
+        pieces.degrade,
+        x_T,
+        T,
+        2,
+        keep=n_cols,
+        key=k if stoch else None,
+    )
+    plotting.save_strip(
+        np.swapaxes(np.asarray(traj.x_t), 0, 1),
+        workdir / "trajectory.png",
+        [f"t={int(t)}" for t in np.asarray(traj.t)],
+        "generation (Alg. 2), from start states to samples",
+    )
+    _, traj = restore(
+        pieces.apply_fn,
+        params,
+        pieces.degrade,
+        x0,
+        T // 2,
+        T,
+        2,
+        keep=n_cols,
+        key=k if stoch else None,
+    )
+    plotting.save_strip(
+        np.swapaxes(np.asarray(traj.x_t), 0, 1),
+        workdir / "restoration.png",
+        [f"t={int(t)}" for t in np.asarray(traj.t)],
+        f"restoration (Alg. 2) from D(x0, {T // 2})",
+    )

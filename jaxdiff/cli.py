@@ -181,9 +181,11 @@ def run_training(cfg: Config, args: argparse.Namespace, start_fn_factory=None) -
     Returns:
         Process exit status (0 on success, 2 on a user error).
     """
+    from jaxdiff.parallel import maybe_initialize_distributed
     from jaxdiff.runner import TrainingDiverged, fit
 
     try:
+        maybe_initialize_distributed()
         _, records = fit(
             cfg,
             args.workdir,

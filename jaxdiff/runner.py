@@ -29,6 +29,7 @@ from jaxdiff.config import Config
 from jaxdiff.data import load_mnist
 from jaxdiff.losses import LossFn, cold_loss, ddpm_loss
 from jaxdiff.models import build_model
+from jaxdiff.parallel import data_mesh, shardings
 from jaxdiff.sampling import ddim_sample, ddpm_sample
 from jaxdiff.schedules import Schedule, make_schedule
 from jaxdiff.train import (
@@ -241,8 +242,9 @@ def fit(
 ) -> tuple[TrainState, list[dict]]:
     """Train a run, writing config, metrics, figures and checkpoints into ``workdir``.
 
-    Each epoch runs as jitted scans of ``chunk_steps`` steps (one dispatch each; the chunking
-    only feeds the progress bar and does not change results). After each epoch: a
+    Training is data parallel over all devices (:mod:`jaxdiff.parallel`); one device is the
+    same code path. Each epoch runs as jitted scans of ``chunk_steps`` steps (one dispatch
+    each; the chunking only feeds the progress bar and does not change results). After each epoch: a
     checkpoint (atomic), a metrics line, the loss curve, and a grid of ``grid_n`` samples from
     the EMA parameters with a fixed key.
 
@@ -278,10 +280,15 @@ def fit(
         )
     if resume and (workdir / "config.json").exists():
         _check_resume_config(ckpt.read_json(workdir / "config.json")["config"], cfg, workdir)
+    is_main = jax.process_index() == 0  # only one host writes logs and figures
+    progress = progress and is_main
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(
-        json.dumps({"config": cfg.to_dict(), "devices": [str(d) for d in jax.devices()]}, indent=2)
-    )
+    if is_main:
+        (workdir / "config.json").write_text(
+            json.dumps(
+                {"config": cfg.to_dict(), "devices": [str(d) for d in jax.devices()]}, indent=2
+            )
+        )
 
     if images is None:
         images, _ = load_mnist("train", data_dir)
@@ -296,10 +303,12 @@ def fit(
         state, meta = ckpt.restore(ckdir, state)
         start_epoch = int(meta["epoch"])
         records = _read_metrics(workdir / "metrics.jsonl", start_epoch)
-    state = jax.device_put(state)
-    images_dev = jax.device_put(jnp.asarray(images, jnp.uint8))
+    mesh = data_mesh()
+    batch_sharding, replicated = shardings(mesh, cfg.train.batch_size)
+    state = jax.device_put(state, replicated)
+    images_dev = jax.device_put(np.asarray(images, np.uint8), replicated)
     train_step = make_train_step(pieces.loss_fn, pieces.tx, cfg.train.ema_decay)
-    run_steps = make_run_steps(train_step)
+    run_steps = make_run_steps(train_step, batch_sharding)
     start_fn = start_fn_factory(pieces, images) if start_fn_factory else None
     steps_per_epoch = n // cfg.train.batch_size
     wall0 = records[-1]["wall_s"] if records else 0.0
@@ -348,7 +357,7 @@ def fit(
             "images_per_s": steps_per_epoch * cfg.train.batch_size / epoch_s,
         }
         last_epoch = epoch + 1 == cfg.train.epochs
-        if grid_n and ((epoch + 1) % grid_every == 0 or last_epoch):
+        if is_main and grid_n and ((epoch + 1) % grid_every == 0 or last_epoch):
             t1 = time.perf_counter()
             sampler = "ancestral" if cfg.process.kind == "ddpm" else "cold2"
             grid = generate(
@@ -364,8 +373,9 @@ def fit(
         meta = {"config": cfg.to_dict(), "epoch": epoch + 1, "step": int(state.step)}
         ckpt.save(ckdir, epoch + 1, state, meta, keep=keep_checkpoints)
         records.append(rec)
-        _write_metrics(workdir / "metrics.jsonl", records)
-        plotting.plot_loss_curve(records, workdir / "loss.png")
+        if is_main:
+            _write_metrics(workdir / "metrics.jsonl", records)
+            plotting.plot_loss_curve(records, workdir / "loss.png")
         if progress:
             print(
                 f"epoch {epoch + 1}: loss {rec['loss']:.4f}  {rec['images_per_s']:.0f} img/s  "

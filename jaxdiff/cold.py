@@ -1,0 +1,502 @@
+"""Cold-diffusion sampling (Bansal et al. 2022, Alg. 1 and 2) and start states for generation.
+
+The restorer is ``apply_fn(params, x_t, t_frac) -> x0_hat`` with ``t_frac = t / T`` of shape
+``(B,)``; the degradation is a :class:`jaxdiff.degradations.Degradation`.
+
+* Alg. 1: ``x0_hat = R(x_t, t)``, ``x_{t-1} = D(x0_hat, t - 1)``.
+* Alg. 2: ``x_{t-1} = x_t - D(x0_hat, t) + D(x0_hat, t - 1)``.
+
+Each is ONE jitted ``lax.scan`` over ``t = T..1`` (or over a strided grid, ``steps < T``).
+Alg. 2 telescopes: ``x_0 = x_T + sum_t [D(x0_hat_t, t-1) - D(x0_hat_t, t)]``. For an affine
+degradation ``D(x, t) = A_t x + c_t`` and a restorer that errs by a fixed ``delta``
+(``x0_hat = x0 + delta``) started from ``x_T = D(x0, T)``, this gives
+``x_0 = x0 + delta - A_T delta``: the part of the error that survives full degradation is
+removed, whereas Alg. 1 returns ``x0 + delta``. A corollary worth knowing: whatever part of
+the start state the restorer cannot explain (``x_T - D(x0_hat_T, T)``, e.g. start noise) is
+carried unchanged to ``x_0`` by Alg. 2, so keep start noise small.
+
+Diversity. Deterministic degradations end in few distinct states (blur and fade nearly in
+one), so generation needs a distribution of start states. :func:`fit_start_distribution`
+degrades training images to ``t = T``, projects them on their leading principal components
+and fits a diagonal Gaussian mixture there (Bansal et al. fit a GMM to degraded images);
+:func:`sample_start` draws from it, optionally re-applies ``D(., T)`` so every start state is
+a legitimate fully degraded image (exact for ``sediment`` and ``pixelate``, whose end maps
+are idempotent), and adds a little Gaussian noise.
+
+Stochastic degradations (``noise``) need ``key``: each trajectory gets one key, used for
+``D`` at every step (the noise is held fixed along the trajectory, Bansal et al.'s reading).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdiff.data import normalize
+from jaxdiff.degradations import Degradation
+
+ApplyFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
+
+
+class Trajectory(NamedTuple):
+    """Kept states of a reverse run.
+
+    Attributes:
+        t: Integer times of the kept states, descending, shape ``(k,)`` (numpy).
+        x_t: The state at each kept time, ``(k, B, H, W, C)``; the last time 0 is the output.
+        x0_hat: The restorer's estimate of ``x0`` made at that time (at ``t = 0``, the output).
+    """
+
+    t: np.ndarray
+    x_t: jax.Array
+    x0_hat: jax.Array
+
+
+class StartDistribution(NamedTuple):
+    """A diagonal Gaussian mixture on the leading principal components of degraded images.
+
+    A draw is ``mean + sum_j z_j basis[j]`` with ``z ~ sum_k weights[k] N(means[k],
+    diag(variances[k]))``.
+
+    Attributes:
+        mean: Mean fully degraded image ``(H, W, C)``.
+        basis: Orthonormal principal directions ``(d, H, W, C)``.
+        weights: Mixture weights ``(K,)``.
+        means: Component means in component coordinates ``(K, d)``.
+        variances: Component variances ``(K, d)``.
+    """
+
+    mean: jax.Array
+    basis: jax.Array
+    weights: jax.Array
+    means: jax.Array
+    variances: jax.Array
+
+
+# --------------------------------------------------------------------------------------------
+# The reverse process.
+
+
+def _time_grid(t_start: int, steps: int | None) -> tuple[int, ...]:
+    """Descending integer times ``t_start, ..., 0`` with ``steps`` transitions."""
+    steps = t_start if steps is None else steps
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}.")
+    if steps > t_start:
+        raise ValueError(f"steps={steps} exceeds the {t_start} available time steps.")
+    grid = np.unique(np.round(np.linspace(0, t_start, steps + 1)).astype(int))[::-1]
+    return tuple(int(t) for t in grid)
+
+
+def _slots(grid: tuple[int, ...], keep: int | Sequence[int]) -> tuple[int, ...]:
+    """Map each state index of ``grid`` to a kept slot (or -1)."""
+    n = len(grid)
+    if isinstance(keep, (int, np.integer)) and not isinstance(keep, bool):
+        if keep < 0 or keep > n:
+            raise ValueError(f"keep={keep}: can keep 0..{n} of the {n} states of this run.")
+        idx = (
+            sorted(set(np.round(np.linspace(0, n - 1, keep)).astype(int).tolist())) if keep else []
+        )
+    else:
+        times = [int(t) for t in keep]
+        missing = [t for t in times if t not in grid]
+        if missing:
+            raise ValueError(f"keep times {missing} are not on this run's time grid {list(grid)}.")
+        idx = sorted({grid.index(t) for t in times})
+    slots = [-1] * n
+    for s, i in enumerate(idx):
+        slots[i] = s
+    return tuple(slots)
+
+
+def _check_inputs(degrade: Degradation, x: jax.Array, T: int | None, algorithm: int) -> int:  # noqa: N803
+    if not isinstance(degrade, Degradation):
+        raise ValueError(
+            f"degrade must be a jaxdiff.degradations.Degradation (get_degradation(name)), "
+            f"got {type(degrade).__name__}."
+        )
+    if algorithm not in (1, 2):
+        raise ValueError(
+            f"algorithm must be 1 (naive) or 2 (Bansal's improved), got {algorithm!r}."
+        )
+    if T is not None and T != degrade.T:
+        raise ValueError(
+            f"T={T} does not match the degradation's T={degrade.T}; build the degradation with "
+            f"get_degradation({degrade.name!r}, T={T}) or pass T=None."
+        )
+    if jnp.ndim(x) != 4:
+        raise ValueError(f"states must be a batch (B, H, W, C), got shape {jnp.shape(x)}.")
+    return degrade.T
+
+
+def _example_keys(degrade: Degradation, key: jax.Array | None, b: int) -> jax.Array | None:
+    if not degrade.stochastic:
+        return None
+    if key is None:
+        raise ValueError(f"degradation {degrade.name!r} is stochastic: pass key=.")
+    return jax.random.split(key, b)
+
+
+def _batched(degrade: Degradation, x: jax.Array, t: jax.Array, keys: jax.Array | None):
+    tt = jnp.full((x.shape[0],), t, jnp.int32)
+    if keys is None:
+        return jax.vmap(degrade)(x, tt)
+    return jax.vmap(degrade)(x, tt, keys)
+
+
+@partial(jax.jit, static_argnames=("apply_fn", "degrade", "grid", "algorithm", "slots"))
+def _reverse(
+    apply_fn: ApplyFn,
+    params: Any,
+    degrade: Degradation,
+    x: jax.Array,
+    keys: jax.Array | None,
+    *,
+    grid: tuple[int, ...],
+    algorithm: int,
+    slots: tuple[int, ...],
+):
+    """One scan over the transitions ``grid[i] -> grid[i + 1]``; returns (x0, buffers)."""
+    T = degrade.T  # noqa: N806
+    b = x.shape[0]
+    n_keep = max(slots) + 1
+    buf_shape = (max(n_keep, 1), *x.shape)
+    bufs = (jnp.zeros(buf_shape, x.dtype), jnp.zeros(buf_shape, x.dtype))
+
+    def record(bufs, slot, x, x0_hat):
+        hit = slot >= 0
+        s = jnp.maximum(slot, 0)
+        bx, bh = bufs
+        bx = jax.lax.dynamic_update_index_in_dim(bx, jnp.where(hit, x, bx[s]), s, 0)
+        bh = jax.lax.dynamic_update_index_in_dim(bh, jnp.where(hit, x0_hat, bh[s]), s, 0)
+        return bx, bh
+
+    def step(carry, inp):
+        x, bufs = carry
+        t, s, slot = inp
+        x0_hat = apply_fn(params, x, jnp.full((b,), t / T, jnp.float32)).astype(x.dtype)
+        d_s = _batched(degrade, x0_hat, s, keys)
+        if algorithm == 1:
+            x_next = d_s
+        else:
+            x_next = x - _batched(degrade, x0_hat, t, keys) + d_s
+        return (x_next, record(bufs, slot, x, x0_hat)), None
+
+    ts = jnp.asarray(grid[:-1], jnp.int32)
+    ss = jnp.asarray(grid[1:], jnp.int32)
+    sl = jnp.asarray(slots[:-1], jnp.int32)
+    (x, bufs), _ = jax.lax.scan(step, (x, bufs), (ts, ss, sl))
+    bufs = record(bufs, jnp.int32(slots[-1]), x, x)
+    return x, bufs
+
+
+def _run(apply_fn, params, degrade, x, grid, algorithm, keep, keys):
+    slots = _slots(grid, keep)
+    x0, (bx, bh) = _reverse(
+        apply_fn, params, degrade, x, keys, grid=grid, algorithm=algorithm, slots=slots
+    )
+    if isinstance(keep, (int, np.integer)) and not isinstance(keep, bool) and keep == 0:
+        return x0
+    times = np.asarray([t for t, s in zip(grid, slots, strict=True) if s >= 0], np.int32)
+    return x0, Trajectory(t=times, x_t=bx[: len(times)], x0_hat=bh[: len(times)])
+
+
+def cold_sample(
+    apply_fn: ApplyFn,
+    params: Any,
+    degrade: Degradation,
+    x_T: jax.Array,  # noqa: N803
+    T: int | None = None,  # noqa: N803
+    algorithm: int = 2,
+    keep: int | Sequence[int] = 0,
+    *,
+    steps: int | None = None,
+    key: jax.Array | None = None,
+) -> jax.Array | tuple[jax.Array, Trajectory]:
+    """Generate by reversing a degradation from fully degraded states (Bansal Alg. 1 / 2).
+
+    Args:
+        apply_fn: Restorer ``apply_fn(params, x_t, t_frac (B,)) -> x0_hat``; hashable (e.g.
+            ``model.apply``), it is a static argument of the jitted scan.
+        params: Restorer parameters.
+        degrade: The degradation the restorer was trained with.
+        x_T: Start states ``(B, H, W, C)`` at ``t = T`` (see :func:`sample_start`).
+        T: The degradation's number of steps (checked against ``degrade.T``), or ``None``.
+        algorithm: 1 (``x_{t-1} = D(x0_hat, t-1)``) or 2 (Bansal's improved update).
+        keep: States to keep: ``0`` for none, an int ``k`` for ``k`` evenly spaced ones (first
+            and last included), or a sequence of times on the run's grid.
+        steps: Number of reverse transitions (default ``T``: every step); fewer steps use an
+            evenly spaced integer grid ``T = t_0 > t_1 > ... > 0`` with the same updates.
+        key: PRNG key, required for stochastic degradations (one key per trajectory).
+
+    Returns:
+        ``x0`` ``(B, H, W, C)``, or ``(x0, Trajectory)`` when ``keep`` asks for states.
+
+    Raises:
+        ValueError: For a bad algorithm, ``T``, ``steps``, ``keep``, shape or missing key.
+    """
+    t_max = _check_inputs(degrade, x_T, T, algorithm)
+    grid = _time_grid(t_max, steps)
+    keys = _example_keys(degrade, key, x_T.shape[0])
+    return _run(apply_fn, params, degrade, jnp.asarray(x_T), grid, algorithm, keep, keys)
+
+
+def restore(
+    apply_fn: ApplyFn,
+    params: Any,
+    degrade: Degradation,
+    x0_real: jax.Array,
+    t_start: int,
+    T: int | None = None,  # noqa: N803
+    algorithm: int = 2,
+    keep: int | Sequence[int] = 0,
+    *,
+    steps: int | None = None,
+    key: jax.Array | None = None,
+) -> jax.Array | tuple[jax.Array, Trajectory]:
+    """Conditional restoration: degrade real images to ``t_start``, then reverse to ``t = 0``.
+
+    Args:
+        apply_fn: Restorer (see :func:`cold_sample`).
+        params: Restorer parameters.
+        degrade: The degradation.
+        x0_real: Clean images ``(B, H, W, C)`` in the model scale.
+        t_start: Integer time in ``1..T`` to degrade to and restore from.
+        T: The degradation's number of steps (checked), or ``None``.
+        algorithm: 1 or 2.
+        keep: As in :func:`cold_sample` (the first kept state is the degraded input).
+        steps: Reverse transitions from ``t_start`` (default ``t_start``).
+        key: PRNG key, required for stochastic degradations.
+
+    Returns:
+        The restored images, or ``(restored, Trajectory)`` when ``keep`` asks for states.
+
+    Raises:
+        ValueError: For ``t_start`` outside ``1..T`` and as :func:`cold_sample`.
+    """
+    t_max = _check_inputs(degrade, x0_real, T, algorithm)
+    if isinstance(t_start, bool) or not isinstance(t_start, (int, np.integer)):
+        raise ValueError(f"t_start must be an integer in 1..{t_max}, got {t_start!r}.")
+    if not 1 <= t_start <= t_max:
+        raise ValueError(f"t_start must be in 1..{t_max}, got {t_start}.")
+    grid = _time_grid(int(t_start), steps)
+    x0_real = jnp.asarray(x0_real)
+    keys = _example_keys(degrade, key, x0_real.shape[0])
+    x_start = _degrade_batch(degrade, x0_real, int(t_start), keys)
+    return _run(apply_fn, params, degrade, x_start, grid, algorithm, keep, keys)
+
+
+@partial(jax.jit, static_argnames=("degrade", "t"))
+def _degrade_batch(degrade: Degradation, x: jax.Array, t: int, keys: jax.Array | None):
+    return _batched(degrade, x, jnp.int32(t), keys)
+
+
+# --------------------------------------------------------------------------------------------
+# Start states for generation.
+
+
+def _as_images(images: Any) -> np.ndarray:
+    arr = np.asarray(images)
+    if arr.dtype == np.uint8:
+        if arr.ndim == 3:
+            return normalize(arr)
+        if arr.ndim == 4 and arr.shape[-1] == 1:
+            return normalize(arr[..., 0])
+    elif np.issubdtype(arr.dtype, np.floating) and arr.ndim == 4:
+        return arr.astype(np.float32)
+    raise ValueError(
+        "images must be uint8 (N, H, W) / (N, H, W, 1) or float model-scale (N, H, W, C); "
+        f"got dtype {arr.dtype} shape {arr.shape}."
+    )
+
+
+def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    centres = [x[rng.integers(len(x))]]
+    d2 = np.sum((x - centres[0]) ** 2, axis=1)
+    for _ in range(1, k):
+        p = d2 / d2.sum() if d2.sum() > 0 else np.full(len(x), 1.0 / len(x))
+        centres.append(x[rng.choice(len(x), p=p)])
+        d2 = np.minimum(d2, np.sum((x - centres[-1]) ** 2, axis=1))
+    return np.stack(centres)
+
+
+def _fit_gmm(
+    z: np.ndarray, k: int, rng: np.random.Generator, iters: int, floor: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """EM for a diagonal Gaussian mixture (float64)."""
+    n, d = z.shape
+    means = _kmeans_pp(z, k, rng)
+    var = np.tile(z.var(0) + floor, (k, 1))
+    w = np.full(k, 1.0 / k)
+    prev = -np.inf
+    for _ in range(iters):
+        logp = (
+            np.log(w)[None]
+            - 0.5 * np.sum(np.log(2 * np.pi * var), axis=1)[None]
+            - 0.5 * np.sum((z[:, None, :] - means[None]) ** 2 / var[None], axis=2)
+        )
+        mx = logp.max(1, keepdims=True)
+        ll = mx[:, 0] + np.log(np.exp(logp - mx).sum(1))
+        r = np.exp(logp - ll[:, None])
+        nk = r.sum(0) + 1e-12
+        w = nk / n
+        means = (r.T @ z) / nk[:, None]
+        var = (r.T @ z**2) / nk[:, None] - means**2 + floor
+        var = np.maximum(var, floor)
+        total = ll.mean()
+        if abs(total - prev) < 1e-6 * max(1.0, abs(total)):
+            break
+        prev = total
+    return w, means, var
+
+
+def fit_start_distribution(
+    degrade: Degradation,
+    images: Any,
+    T: int | None = None,  # noqa: N803
+    key: jax.Array | None = None,
+    n_components: int = 10,
+    n_pca: int = 32,
+    max_images: int = 10000,
+    iters: int = 200,
+    batch: int = 1000,
+) -> StartDistribution:
+    """Fit a Gaussian mixture to fully degraded training images (start states for generation).
+
+    Degrades up to ``max_images`` images (a key-determined subset) to ``t = T``, takes the
+    leading ``n_pca`` principal components (fewer if the degraded images span fewer: blur,
+    fade and pixelate end states are low-dimensional) and fits a diagonal mixture of
+    ``n_components`` Gaussians there by EM (k-means++ start). NumPy, float64; deterministic
+    for a given key.
+
+    Args:
+        degrade: The degradation.
+        images: Training images, ``uint8`` ``(N, H, W)`` or float model-scale ``(N, H, W, C)``.
+        T: Checked against ``degrade.T`` (or ``None``).
+        key: PRNG key (subset, k-means++ and, for stochastic degradations, the noise).
+        n_components: Mixture components.
+        n_pca: Maximum number of principal components.
+        max_images: Use at most this many images.
+        iters: Maximum EM iterations.
+        batch: Images degraded per jitted call.
+
+    Returns:
+        The :class:`StartDistribution`.
+
+    Raises:
+        ValueError: For bad images, sizes or a ``T`` mismatch.
+    """
+    t_max = degrade.T if T is None else T
+    if t_max != degrade.T:
+        raise ValueError(f"T={T} does not match the degradation's T={degrade.T}.")
+    key = jax.random.PRNGKey(0) if key is None else key
+    x = _as_images(images)
+    if n_components < 1 or n_pca < 1 or max_images < 1:
+        raise ValueError("n_components, n_pca and max_images must be positive.")
+    k_sub, k_fit, k_noise = jax.random.split(key, 3)
+    if len(x) > max_images:
+        idx = np.sort(np.asarray(jax.random.permutation(k_sub, len(x))[:max_images]))
+        x = x[idx]
+    if len(x) < n_components:
+        raise ValueError(f"need at least n_components={n_components} images, got {len(x)}.")
+    parts = []
+    for i in range(0, len(x), batch):
+        xb = jnp.asarray(x[i : i + batch])
+        keys = _example_keys(degrade, jax.random.fold_in(k_noise, i), xb.shape[0])
+        parts.append(np.asarray(_degrade_batch(degrade, xb, t_max, keys)))
+    xt = np.concatenate(parts).astype(np.float64)
+    shape = xt.shape[1:]
+    flat = xt.reshape(len(xt), -1)
+    mean = flat.mean(0)
+    _, sv, vt = np.linalg.svd(flat - mean, full_matrices=False)
+    keep = sv > sv[0] * 1e-4 if sv[0] > 0 else np.zeros_like(sv, dtype=bool)
+    d = int(max(1, min(n_pca, keep.sum())))
+    basis = vt[:d]
+    z = (flat - mean) @ basis.T
+    floor = 1e-6 * max(float(z.var(0).max()), 1e-12)
+    seed = int(jax.random.randint(k_fit, (), 0, 2**31 - 1))
+    w, mu, var = _fit_gmm(z, n_components, np.random.default_rng(seed), iters, floor)
+    f32 = partial(jnp.asarray, dtype=jnp.float32)
+    return StartDistribution(
+        mean=f32(mean.reshape(shape)),
+        basis=f32(basis.reshape((d, *shape))),
+        weights=f32(w),
+        means=f32(mu),
+        variances=f32(var),
+    )
+
+
+def sample_start(
+    dist: StartDistribution,
+    key: jax.Array,
+    n: int,
+    noise_std: float = 0.01,
+    degrade: Degradation | None = None,
+) -> jax.Array:
+    """Draw ``n`` start states from a fitted :class:`StartDistribution`.
+
+    Args:
+        dist: From :func:`fit_start_distribution`.
+        key: PRNG key; the draw is a pure function of it.
+        n: Number of states.
+        noise_std: Standard deviation of the Gaussian noise added last (model scale; Alg. 2
+            carries it to the output, so keep it small).
+        degrade: If given, re-apply ``D(., T)`` to each draw before the noise, so start states
+            are fully degraded images (needs no key for deterministic degradations).
+
+    Returns:
+        ``float32`` start states ``(n, H, W, C)``.
+
+    Raises:
+        ValueError: For ``n < 1`` or a negative ``noise_std``.
+    """
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}.")
+    if noise_std < 0:
+        raise ValueError(f"noise_std must be >= 0, got {noise_std}.")
+    return _sample_start(dist, key, int(n), jnp.float32(noise_std), degrade)
+
+
+@partial(jax.jit, static_argnames=("n", "degrade"))
+def _sample_start(
+    dist: StartDistribution,
+    key: jax.Array,
+    n: int,
+    noise_std: jax.Array,
+    degrade: Degradation | None,
+) -> jax.Array:
+    k_c, k_z, k_n, k_d = jax.random.split(key, 4)
+    comp = jax.random.categorical(k_c, jnp.log(dist.weights), shape=(n,))
+    z = dist.means[comp] + jnp.sqrt(dist.variances[comp]) * jax.random.normal(
+        k_z, (n, dist.means.shape[1])
+    )
+    x = dist.mean[None] + jnp.tensordot(z, dist.basis, axes=1)
+    if degrade is not None:
+        keys = _example_keys(degrade, k_d, n)
+        x = _batched(degrade, x, jnp.int32(degrade.T), keys)
+    return x + noise_std * jax.random.normal(k_n, x.shape, x.dtype)
+
+
+def start_sampler(
+    dist: StartDistribution, noise_std: float = 0.01, degrade: Degradation | None = None
+) -> Callable[[jax.Array, int], jax.Array]:
+    """Bind a distribution into ``start(key, n) -> x_T`` (the form the experiment runner takes).
+
+    Args:
+        dist: From :func:`fit_start_distribution`.
+        noise_std: As in :func:`sample_start`.
+        degrade: As in :func:`sample_start`.
+
+    Returns:
+        ``start(key, n)`` calling :func:`sample_start`.
+    """
+
+    def start(key: jax.Array, n: int) -> jax.Array:
+        return sample_start(dist, key, n, noise_std, degrade)
+
+    return start

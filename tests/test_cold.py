@@ -1,0 +1,221 @@
+"""Tests for jaxdiff.cold: Bansal Alg. 1 / 2 with oracle restorers, start states, errors."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdiff import cold
+from jaxdiff.data import load_mnist, normalize
+from jaxdiff.degradations import get_degradation
+
+ROOT = Path(__file__).resolve().parents[1]
+DETERMINISTIC = ["blur", "fade", "pixelate", "sediment"]
+AFFINE = ["blur", "fade", "pixelate"]
+T = 8
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("JAXDIFF_DATA_DIR", ROOT / ".." / "shared" / "data" / "mnist"))
+
+
+@pytest.fixture(scope="module")
+def mnist() -> np.ndarray:
+    try:
+        imgs, _ = load_mnist("test", data_dir=_data_dir(), fetch=False)
+    except Exception as err:  # noqa: BLE001
+        pytest.skip(f"MNIST not available: {err}")
+    return imgs[:400]
+
+
+@pytest.fixture(scope="module")
+def x0(mnist) -> jax.Array:
+    return jnp.asarray(normalize(mnist[:6]))
+
+
+def oracle(params, x, t_frac):
+    """A restorer that ignores its input and returns the images held in ``params``."""
+    del x, t_frac
+    return params
+
+
+def toy(params, x, t_frac):
+    """A small non-trivial restorer that depends on the state and the time."""
+    return 0.5 * jnp.tanh(params["w"] * x + params["b"] * t_frac[:, None, None, None])
+
+
+TOY = {"w": jnp.float32(1.7), "b": jnp.float32(-0.8)}
+
+
+@functools.cache
+def _batched(d):
+    return jax.jit(jax.vmap(d))
+
+
+def _degrade(d, x, t, keys=None):
+    tt = jnp.full((x.shape[0],), t, jnp.int32)
+    return _batched(d)(x, tt) if keys is None else _batched(d)(x, tt, keys)
+
+
+@pytest.mark.parametrize("algorithm", [1, 2])
+@pytest.mark.parametrize("name", DETERMINISTIC)
+def test_oracle_recovers_x0_and_walks_the_forward_states(name, algorithm, x0):
+    d = get_degradation(name, T)
+    x_T = _degrade(d, x0, T)  # noqa: N806
+    out, traj = cold.cold_sample(oracle, x0, d, x_T, T, algorithm, keep=3)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(x0), atol=1e-4)
+    assert traj.t.tolist() == [8, 4, 0]
+    assert traj.x_t.shape == (3, *x0.shape)
+    np.testing.assert_allclose(np.asarray(traj.x_t[0]), np.asarray(x_T), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(traj.x_t[1]), np.asarray(_degrade(d, x0, 4)), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(traj.x0_hat[1]), np.asarray(x0), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(traj.x_t[2]), np.asarray(out), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", AFFINE)
+def test_alg2_closed_form_for_affine_degradations(name, x0):
+    """Restorer off by a fixed delta: Alg. 2 gives x0 + delta - A_T delta, Alg. 1 x0 + delta."""
+    d = get_degradation(name, T)
+    delta = 0.05 * jax.random.normal(jax.random.PRNGKey(0), x0.shape)
+    x_T = _degrade(d, x0, T)  # noqa: N806
+    a_t_delta = _degrade(d, delta, T) - _degrade(d, jnp.zeros_like(delta), T)
+    out2 = cold.cold_sample(oracle, x0 + delta, d, x_T, algorithm=2)
+    np.testing.assert_allclose(np.asarray(out2), np.asarray(x0 + delta - a_t_delta), atol=1e-4)
+    out1 = cold.cold_sample(oracle, x0 + delta, d, x_T, algorithm=1)
+    np.testing.assert_allclose(np.asarray(out1), np.asarray(x0 + delta), atol=1e-5)
+    # Alg. 2 removes the part of the error that survives full degradation.
+    assert float(jnp.abs(out2 - x0).mean()) < float(jnp.abs(out1 - x0).mean())
+
+
+@pytest.mark.parametrize("algorithm", [1, 2])
+def test_noise_oracle_with_fixed_keys(algorithm, x0):
+    d = get_degradation("noise", 20)
+    key = jax.random.PRNGKey(5)
+    out, traj = cold.restore(oracle, x0, d, x0, 20, algorithm=algorithm, keep=(20, 0), key=key)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(x0), atol=1e-4)
+    # The start state is the noised input, one key per example, the same keys at every step.
+    keys = jax.random.split(key, x0.shape[0])
+    np.testing.assert_allclose(
+        np.asarray(traj.x_t[0]), np.asarray(_degrade(d, x0, 20, keys)), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="stochastic"):
+        cold.cold_sample(oracle, x0, d, x0)
+
+
+@pytest.mark.parametrize("algorithm", [1, 2])
+def test_scan_matches_python_loop_reference(algorithm, x0):
+    d = get_degradation("sediment", 6)
+    x = _degrade(d, x0, 6)
+    ref = x
+    for t in range(6, 0, -1):
+        tf = jnp.full((x0.shape[0],), t / 6, jnp.float32)
+        x0_hat = toy(TOY, ref, tf)
+        if algorithm == 1:
+            ref = _degrade(d, x0_hat, t - 1)
+        else:
+            ref = ref - _degrade(d, x0_hat, t) + _degrade(d, x0_hat, t - 1)
+    out = cold.cold_sample(toy, TOY, d, x, algorithm=algorithm)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-5)
+    # Deterministic: the same inputs give the same output, bit for bit.
+    again = cold.cold_sample(toy, TOY, d, x, algorithm=algorithm)
+    assert np.array_equal(np.asarray(out), np.asarray(again))
+
+
+def test_strided_steps_keep_times_and_restore(x0):
+    d = get_degradation("blur", 12)
+    x_T = _degrade(d, x0, 12)  # noqa: N806
+    out, traj = cold.cold_sample(oracle, x0, d, x_T, keep=(12, 6, 0), steps=4)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(x0), atol=1e-4)
+    assert traj.t.tolist() == [12, 6, 0]
+    np.testing.assert_allclose(np.asarray(traj.x_t[1]), np.asarray(_degrade(d, x0, 6)), atol=1e-5)
+    with pytest.raises(ValueError, match="not on this run's time grid"):
+        cold.cold_sample(oracle, x0, d, x_T, keep=(5,), steps=4)
+    with pytest.raises(ValueError, match="exceeds"):
+        cold.cold_sample(oracle, x0, d, x_T, steps=13)
+    with pytest.raises(ValueError, match="keep=20"):
+        cold.cold_sample(oracle, x0, d, x_T, keep=20)
+    # Conditional restoration from t_start = 5 with the oracle, and with the toy restorer
+    # it equals sampling from the degraded input over the grid 5..0.
+    np.testing.assert_allclose(
+        np.asarray(cold.restore(oracle, x0, d, x0, 5)), np.asarray(x0), atol=1e-4
+    )
+    r = cold.restore(toy, TOY, d, x0, 5, algorithm=1)
+    assert r.shape == x0.shape and bool(jnp.all(jnp.isfinite(r)))
+
+
+def test_errors(x0):
+    d = get_degradation("blur", T)
+    x_T = _degrade(d, x0, T)  # noqa: N806
+    with pytest.raises(ValueError, match="algorithm must be 1"):
+        cold.cold_sample(oracle, x0, d, x_T, algorithm=3)
+    with pytest.raises(ValueError, match="does not match the degradation's T=8"):
+        cold.cold_sample(oracle, x0, d, x_T, T=1000)
+    with pytest.raises(ValueError, match="Degradation"):
+        cold.cold_sample(oracle, x0, lambda x, t: x, x_T)
+    with pytest.raises(ValueError, match="batch"):
+        cold.cold_sample(oracle, x0, d, x_T[0])
+    with pytest.raises(ValueError, match="t_start must be in 1..8"):
+        cold.restore(oracle, x0, d, x0, 0)
+    with pytest.raises(ValueError, match="images must be"):
+        cold.fit_start_distribution(d, np.zeros((5, 28, 28), np.int64))
+
+
+def test_gmm_em_recovers_a_known_mixture():
+    rng = np.random.default_rng(0)
+    a = rng.normal([-3.0, 0.0], [0.5, 1.0], (300, 2))
+    b = rng.normal([4.0, 2.0], [1.0, 0.3], (700, 2))
+    w, mu, var = cold._fit_gmm(np.concatenate([a, b]), 2, rng, 200, 1e-6)
+    order = np.argsort(mu[:, 0])
+    np.testing.assert_allclose(w[order], [0.3, 0.7], atol=0.02)
+    np.testing.assert_allclose(mu[order], [[-3, 0], [4, 2]], atol=0.15)
+    np.testing.assert_allclose(np.sqrt(var[order]), [[0.5, 1.0], [1.0, 0.3]], atol=0.1)
+
+
+def test_start_distribution_sediment(mnist):
+    d = get_degradation("sediment")
+    key = jax.random.PRNGKey(0)
+    dist = cold.fit_start_distribution(d, mnist, key=key, n_components=4, n_pca=12)
+    again = cold.fit_start_distribution(d, mnist, key=key, n_components=4, n_pca=12)
+    for u, v in zip(dist, again, strict=True):
+        assert np.array_equal(np.asarray(u), np.asarray(v))
+    assert dist.basis.shape == (12, 28, 28, 1) and dist.means.shape == (4, 12)
+    np.testing.assert_allclose(float(dist.weights.sum()), 1.0, atol=1e-5)
+    basis = np.asarray(dist.basis).reshape(12, -1)
+    np.testing.assert_allclose(basis @ basis.T, np.eye(12), atol=1e-4)
+    # The mean start state is the mean skyline of the degraded images.
+    ends = np.asarray(cold._degrade_batch(d, jnp.asarray(normalize(mnist)), d.T, None))
+    np.testing.assert_allclose(np.asarray(dist.mean), ends.mean(0), atol=1e-5)
+
+    k = jax.random.PRNGKey(1)
+    s = cold.sample_start(dist, k, 16, noise_std=0.0)
+    assert s.shape == (16, 28, 28, 1)
+    assert np.array_equal(np.asarray(s), np.asarray(cold.sample_start(dist, k, 16, 0.0)))
+    assert not np.allclose(
+        np.asarray(s), np.asarray(cold.sample_start(dist, jax.random.PRNGKey(2), 16, 0.0))
+    )
+    # Without noise a draw lies in mean + span(basis).
+    flat = np.asarray(s).reshape(16, -1) - np.asarray(dist.mean).reshape(-1)
+    resid = flat - (flat @ basis.T) @ basis
+    assert np.abs(resid).max() < 1e-4
+    # Re-settled draws are legitimate end states: solid piles, and distinct from each other.
+    p = np.asarray(cold.start_sampler(dist, noise_std=0.0, degrade=d)(k, 16))[..., 0] + 0.5
+    assert np.diff(p, axis=1).min() > -1e-4
+    assert np.ptp(p.sum((1, 2))) > 1.0
+    noisy = cold.sample_start(dist, k, 16, noise_std=0.05, degrade=d)
+    np.testing.assert_allclose((np.asarray(noisy) - (p[..., None] - 0.5)).std(), 0.05, rtol=0.1)
+
+
+def test_start_distribution_handles_collapsed_end_states(mnist):
+    d = get_degradation("fade", T)
+    key = jax.random.PRNGKey(0)
+    dist = cold.fit_start_distribution(d, mnist, key=key, n_components=4, n_pca=12)
+    s = cold.sample_start(dist, jax.random.PRNGKey(1), 16, noise_std=0.0)
+    assert bool(jnp.all(jnp.isfinite(s)))
+    # Fade ends in (nearly) black for every digit: the fitted start states are nearly black.
+    assert float(jnp.abs(s + 0.5).max()) < 0.1

@@ -97,8 +97,9 @@ def _slots(grid: tuple[int, ...], keep: int | Sequence[int]) -> tuple[int, ...]:
     """Map each state index of ``grid`` to a kept slot (or -1)."""
     n = len(grid)
     if isinstance(keep, (int, np.integer)) and not isinstance(keep, bool):
-        if keep < 0 or keep > n:
-            raise ValueError(f"keep={keep}: can keep 0..{n} of the {n} states of this run.")
+        if keep < 0:
+            raise ValueError(f"keep must be >= 0 (or a sequence of times), got {keep}.")
+        keep = min(int(keep), n)
         idx = (
             sorted(set(np.round(np.linspace(0, n - 1, keep)).astype(int).tolist())) if keep else []
         )
@@ -229,7 +230,8 @@ def cold_sample(
         T: The degradation's number of steps (checked against ``degrade.T``), or ``None``.
         algorithm: 1 (``x_{t-1} = D(x0_hat, t-1)``) or 2 (Bansal's improved update).
         keep: States to keep: ``0`` for none, an int ``k`` for ``k`` evenly spaced ones (first
-            and last included), or a sequence of times on the run's grid.
+            and last included; all of them if the run has fewer), or a sequence of times on
+            the run's grid.
         steps: Number of reverse transitions (default ``T``: every step); fewer steps use an
             evenly spaced integer grid ``T = t_0 > t_1 > ... > 0`` with the same updates.
         key: PRNG key, required for stochastic degradations (one key per trajectory).

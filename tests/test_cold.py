@@ -138,8 +138,11 @@ def test_strided_steps_keep_times_and_restore(x0):
         cold.cold_sample(oracle, x0, d, x_T, keep=(5,), steps=4)
     with pytest.raises(ValueError, match="exceeds"):
         cold.cold_sample(oracle, x0, d, x_T, steps=13)
-    with pytest.raises(ValueError, match="keep=20"):
-        cold.cold_sample(oracle, x0, d, x_T, keep=20)
+    with pytest.raises(ValueError, match="keep must be >= 0"):
+        cold.cold_sample(oracle, x0, d, x_T, keep=-1, steps=4)
+    # Asking for more states than the run has keeps them all.
+    _, traj = cold.cold_sample(oracle, x0, d, x_T, keep=20, steps=4)
+    assert traj.t.tolist() == [12, 9, 6, 3, 0]
     # Conditional restoration from t_start = 5 with the oracle, and with the toy restorer
     # it equals sampling from the degraded input over the grid 5..0.
     np.testing.assert_allclose(

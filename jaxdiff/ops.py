@@ -2,14 +2,45 @@
 
 ``"xla"`` is the reference path (XLA's convolution). Faster implementations register here
 under their own names and are tested for equivalence against it.
+
+``"fast"`` (:func:`conv2d_fourier`) computes the same 'SAME' cross-correlation exactly (up to
+float rounding) through the discrete Fourier transform, written entirely as matrix products
+that XLA's CPU backend runs at GEMM speed:
+
+* the image is transformed along H (real input, half spectrum) and then along W (complex),
+  each transform one (batched) matmul with a small DFT matrix; padding to the transform
+  size ``N >= H + k // 2`` is implicit (only the ``H`` real rows enter the product), so no
+  wrap-around reaches the kept outputs;
+* channels are mixed per frequency: one batched matmul ``(F, 2B, Cin) @ (F, Cin, 2 Cout)``
+  (real and imaginary parts stacked) instead of ``k * k`` taps per pixel — for the starter's
+  7x7 kernels on 28x28 maps about 5x fewer FLOPs than the direct convolution;
+* the inverse transforms are two more matmuls.
+
+Internally activations are laid out ``(H, W, B, C)`` ("HWBC"), where every one of these
+products is a plain (batched) row-major GEMM with ``B * C`` columns: no transposes inside.
+:func:`conv2d_fourier_hwbc` is that layout's entry point; :func:`conv2d_fourier` wraps it for
+NHWC. The backward pass is a hand-written ``jax.custom_vjp``: the input gradient runs the
+same transforms in reverse, the kernel gradient is one batched matmul over the saved input
+spectrum (``(F, Cin, 2B) @ (F, 2B, 2 Cout)``), mapped back to the ``k x k`` taps by the
+adjoint of the (tiny) kernel transform. XLA's CPU weight-gradient convolution, the
+bottleneck of the reference path, is never used.
+
+Mixed precision: with ``bfloat16`` inputs the transforms and products take ``bfloat16``
+operands with ``float32`` accumulation (``preferred_element_type``); the DFT matrices are
+rounded to ``bfloat16``, so the result has ``bfloat16``-level relative error, like a direct
+``bfloat16`` convolution.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
+ConvFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def conv2d_reference(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -26,9 +57,268 @@ def conv2d_reference(x: jax.Array, kernel: jax.Array) -> jax.Array:
         x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
 
-ConvFn = Callable[[jax.Array, jax.Array], jax.Array]
 
-_CONVS: dict[str, ConvFn] = {"xla": conv2d_reference}
+# --------------------------------------------------------------------------------------
+# Fourier convolution as matmuls.
+
+
+def _check_shapes(x_shape: tuple[int, ...], k_shape: tuple[int, ...], layout: str) -> None:
+    if len(x_shape) != 4 or len(k_shape) != 4:
+        raise ValueError(
+            f"conv expects a 4-D {layout} input and a 4-D HWIO kernel, got shapes "
+            f"{tuple(x_shape)} and {tuple(k_shape)}."
+        )
+    kh, kw, cin, _ = k_shape
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"conv kernels must have odd sizes for 'SAME' padding, got {kh}x{kw}.")
+    if x_shape[-1] != cin:
+        raise ValueError(
+            f"input has {x_shape[-1]} channels but the kernel expects {cin} (kernel {k_shape})."
+        )
+
+
+@cache
+def _dft_mats(h: int, w: int, kh: int, kw: int) -> dict[str, np.ndarray]:
+    """DFT matrices of the Fourier convolution for an ``h x w`` map and a ``kh x kw`` kernel.
+
+    The H axis uses the half spectrum of a length-``nh`` real transform (``nh >= h + kh//2``),
+    the W axis the full spectrum of a length-``nw`` complex transform. Real and imaginary
+    parts are stacked into real block matrices (index ``a`` = 0 real, 1 imaginary).
+    """
+    ph, pw = kh // 2, kw // 2
+    nh, nw = h + ph, w + pw
+    uh = nh // 2 + 1
+    u, hh, v, ww = np.arange(uh), np.arange(h), np.arange(nw), np.arange(w)
+    th = 2 * np.pi * np.outer(u, hh) / nh  # (uh, h)
+    tw = 2 * np.pi * np.outer(v, ww) / nw  # (nw, w)
+    cw, sw = np.cos(tw), np.sin(tw)
+    # Forward along H, real -> complex: rows (u, a), cols h.
+    m1 = np.stack([np.cos(th), -np.sin(th)], 1).reshape(2 * uh, h)
+    # Forward along W, complex -> complex: rows (v, a'), cols (a, w).
+    m2 = np.stack([np.concatenate([cw, sw], 1), np.concatenate([-sw, cw], 1)], 1).reshape(
+        2 * nw, 2 * w
+    )
+    # Inverse along W (kept outputs w < W): rows (a, w), cols (v, a').
+    m4 = np.concatenate(
+        [
+            np.stack([cw.T, -sw.T], 2).reshape(w, 2 * nw),
+            np.stack([sw.T, cw.T], 2).reshape(w, 2 * nw),
+        ],
+        0,
+    )
+    # Inverse along H, half spectrum -> real (kept outputs h < H): rows h, cols (u, a).
+    wt = np.where((u == 0) | ((nh % 2 == 0) & (u == nh // 2)), 1.0, 2.0)
+    m5 = np.stack([np.cos(th).T * wt, -np.sin(th).T * wt], 2).reshape(h, 2 * uh) / (nh * nw)
+    # Kernel transform: tap p sits at (ph - p) mod n (cross-correlation, 'SAME').
+    eu = np.exp(-2j * np.pi * np.outer(u, ph - np.arange(kh)) / nh)  # (uh, kh)
+    ev = np.exp(-2j * np.pi * np.outer(v, pw - np.arange(kw)) / nw)  # (nw, kw)
+    return {
+        "m1": m1,
+        "m2": m2,
+        "m4": m4,
+        "m5": m5,
+        "ker_u": np.stack([eu.real, eu.imag]),
+        "ker_v": np.stack([ev.real, ev.imag]),
+        "uh": uh,
+        "nw": nw,
+    }
+
+
+def _kernel_spectrum(kernel: jax.Array, h: int, w: int) -> jax.Array:
+    """Kernel ``(kh, kw, Cin, Cout)`` -> ``(F, Cin, 2 Cout)`` = ``[Re K | Im K]`` per frequency."""
+    kh, kw, cin, cout = kernel.shape
+    m = _dft_mats(h, w, kh, kw)
+    eu = jnp.asarray(m["ker_u"], jnp.float32)  # (2, uh, kh)
+    ev = jnp.asarray(m["ker_v"], jnp.float32)  # (2, nw, kw)
+    k = kernel.astype(jnp.float32)
+    # Separable complex DFT of the real kernel, in real arithmetic.
+    a = jnp.einsum("ruq,pqco->rupco", ev, k)  # over kw: (2, nw, kh, cin, cout)
+    kr = jnp.einsum("up,vpco->uvco", eu[0], a[0]) - jnp.einsum("up,vpco->uvco", eu[1], a[1])
+    ki = jnp.einsum("up,vpco->uvco", eu[0], a[1]) + jnp.einsum("up,vpco->uvco", eu[1], a[0])
+    f = m["uh"] * m["nw"]
+    return jnp.concatenate([kr.reshape(f, cin, cout), ki.reshape(f, cin, cout)], axis=2)
+
+
+def _dot(a: jax.Array, b: jax.Array, dtype) -> jax.Array:
+    """``a @ b`` (2-D) with operands in ``dtype`` and a ``float32`` result."""
+    return jax.lax.dot_general(
+        a.astype(dtype),
+        b.astype(dtype),
+        (((1,), (0,)), ((), ())),
+        preferred_element_type=jnp.float32,
+    )
+
+
+def _bmm(a: jax.Array, b: jax.Array, dtype, contract_a: int = 2, contract_b: int = 1) -> jax.Array:
+    """Batched matmul over the leading axis, operands in ``dtype``, ``float32`` result."""
+    return jax.lax.dot_general(
+        a.astype(dtype),
+        b.astype(dtype),
+        (((contract_a,), (contract_b,)), ((0,), (0,))),
+        preferred_element_type=jnp.float32,
+    )
+
+
+def _spectrum(x: jax.Array, m: dict, dtype) -> jax.Array:
+    """HWBC ``x`` -> spectrum ``(F, 2B, C)`` (rows: real parts of the batch, then imaginary)."""
+    h, w, b, c = x.shape
+    uh, nw = m["uh"], m["nw"]
+    x1 = _dot(jnp.asarray(m["m1"]), x.reshape(h, w * b * c), dtype)  # (2uh, w b c)
+    x1 = x1.reshape(uh, 2 * w, b * c)
+    m2 = jnp.broadcast_to(jnp.asarray(m["m2"]), (uh, 2 * nw, 2 * w))
+    x2 = _bmm(m2, x1, dtype)  # (uh, 2nw, b c) = (u, v, a, b, c)
+    return x2.reshape(uh * nw, 2 * b, c)
+
+
+def _spectrum_adjoint(g: jax.Array, m: dict, shape: tuple[int, ...], dtype) -> jax.Array:
+    """Adjoint of :func:`_spectrum`: ``(F, 2B, C)`` -> HWBC."""
+    h, w, b, c = shape
+    uh, nw = m["uh"], m["nw"]
+    m2t = jnp.broadcast_to(jnp.asarray(m["m2"].T), (uh, 2 * w, 2 * nw))
+    g1 = _bmm(m2t, g.reshape(uh, 2 * nw, b * c), dtype)  # (uh, 2w, b c)
+    g0 = _dot(jnp.asarray(m["m1"].T), g1.reshape(2 * uh, w * b * c), dtype)
+    return g0.reshape(h, w, b, c)
+
+
+def _synthesis(y: jax.Array, m: dict, h: int, w: int, dtype) -> jax.Array:
+    """Spectrum ``(F, 2B, O)`` -> HWBC output (the kept ``h x w`` part of the inverse DFT)."""
+    f, b2, o = y.shape
+    b = b2 // 2
+    uh, nw = m["uh"], m["nw"]
+    m4 = jnp.broadcast_to(jnp.asarray(m["m4"]), (uh, 2 * w, 2 * nw))
+    z = _bmm(m4, y.reshape(uh, 2 * nw, b * o), dtype)  # (uh, 2w, b o) = (u, a, w, b, o)
+    out = _dot(jnp.asarray(m["m5"]), z.reshape(2 * uh, w * b * o), dtype)
+    return out.reshape(h, w, b, o)
+
+
+def _synthesis_adjoint(g: jax.Array, m: dict, dtype) -> jax.Array:
+    """Adjoint of :func:`_synthesis`: HWBC ``(H, W, B, O)`` -> ``(F, 2B, O)``."""
+    h, w, b, o = g.shape
+    uh, nw = m["uh"], m["nw"]
+    z = _dot(jnp.asarray(m["m5"].T), g.reshape(h, w * b * o), dtype)  # (2uh, w b o)
+    m4t = jnp.broadcast_to(jnp.asarray(m["m4"].T), (uh, 2 * nw, 2 * w))
+    y = _bmm(m4t, z.reshape(uh, 2 * w, b * o), dtype)  # (uh, 2nw, b o)
+    return y.reshape(uh * nw, 2 * b, o)
+
+
+def _complex_mix(xs: jax.Array, ks: jax.Array, dtype) -> jax.Array:
+    """Per-frequency complex product ``Y = X K``.
+
+    Args:
+        xs: ``(F, 2B, C)`` with rows ``[Re X; Im X]``.
+        ks: ``(F, C, 2O)`` with columns ``[Re K | Im K]``.
+        dtype: Operand dtype.
+
+    Returns:
+        ``(F, 2B, O)`` with rows ``[Re Y; Im Y]``.
+    """
+    f, b2, _ = xs.shape
+    b, o = b2 // 2, ks.shape[2] // 2
+    p = _bmm(xs, ks, dtype).reshape(f, 2, b, 2, o)
+    yr = p[:, 0, :, 0] - p[:, 1, :, 1]
+    yi = p[:, 0, :, 1] + p[:, 1, :, 0]
+    return jnp.stack([yr, yi], 1).reshape(f, b2, o)
+
+
+def _complex_mix_grads(xs, ks, gy, dtype):
+    """Gradients of :func:`_complex_mix` with respect to ``xs`` and ``ks``."""
+    f, b2, c = xs.shape
+    b, o = b2 // 2, ks.shape[2] // 2
+    g = gy.reshape(f, 2, b, o)
+    gr, gi = g[:, 0], g[:, 1]
+    # d xs: Re: gYr Kr^T + gYi Ki^T ; Im: -gYr Ki^T + gYi Kr^T, via rows [gYr; gYi] @ [Kr^T | Ki^T].
+    kt = jnp.concatenate([ks[:, :, :o].transpose(0, 2, 1), ks[:, :, o:].transpose(0, 2, 1)], 2)
+    q = _bmm(gy, kt, dtype).reshape(f, 2, b, 2, c)
+    dxr = q[:, 0, :, 0] + q[:, 1, :, 1]
+    dxi = q[:, 1, :, 0] - q[:, 0, :, 1]
+    dxs = jnp.stack([dxr, dxi], 1).reshape(f, b2, c)
+    # d ks: Re: Xr^T gYr + Xi^T gYi ; Im: Xr^T gYi - Xi^T gYr  (contract over the 2B rows).
+    gk = jnp.concatenate(
+        [gy.reshape(f, b2, o), jnp.stack([gi, -gr], 1).reshape(f, b2, o)], axis=2
+    )  # (F, 2B, 2O)
+    dks = _bmm(xs, gk, dtype, contract_a=1, contract_b=1)  # (F, C, 2O)
+    return dxs, dks
+
+
+def _fourier_forward(x: jax.Array, kernel: jax.Array):
+    h, w, b, c = x.shape
+    kh, kw, _, o = kernel.shape
+    dtype = jnp.bfloat16 if x.dtype == jnp.bfloat16 else jnp.float32
+    m = _dft_mats(h, w, kh, kw)
+    xs = _spectrum(x, m, dtype)
+    ks = _kernel_spectrum(kernel, h, w)
+    y = _synthesis(_complex_mix(xs, ks, dtype), m, h, w, dtype)
+    return y.astype(x.dtype), (xs.astype(dtype), ks)
+
+
+@jax.custom_vjp
+def _fourier_hwbc(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return _fourier_forward(x, kernel)[0]
+
+
+def _fourier_fwd(x, kernel):
+    y, (xs, ks) = _fourier_forward(x, kernel)
+    return y, (xs, ks, kernel)
+
+
+def _fourier_bwd(res, g):
+    xs, ks, kernel = res
+    h, w, b, _ = g.shape
+    kh, kw, c, _ = kernel.shape
+    x_shape, x_dtype = (h, w, b, c), g.dtype
+    dtype = jnp.bfloat16 if x_dtype == jnp.bfloat16 else jnp.float32
+    m = _dft_mats(h, w, kh, kw)
+    gy = _synthesis_adjoint(g, m, dtype)
+    dxs, dks = _complex_mix_grads(xs, ks, gy, dtype)
+    dx = _spectrum_adjoint(dxs, m, x_shape, dtype)
+    (dk,) = jax.linear_transpose(
+        lambda k: _kernel_spectrum(k, h, w), jax.ShapeDtypeStruct(kernel.shape, jnp.float32)
+    )(dks)
+    return dx.astype(x_dtype), dk.astype(kernel.dtype)
+
+
+_fourier_hwbc.defvjp(_fourier_fwd, _fourier_bwd)
+
+
+def conv2d_fourier_hwbc(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """'SAME' stride-1 cross-correlation of an ``(H, W, B, C)`` input via matmul DFTs.
+
+    Args:
+        x: Input ``(H, W, B, Cin)``, ``float32`` or ``bfloat16``.
+        kernel: Kernel ``(kh, kw, Cin, Cout)``, odd sizes, same dtype as ``x``.
+
+    Returns:
+        Output ``(H, W, B, Cout)`` in ``x.dtype`` (``float32`` accumulation).
+
+    Raises:
+        ValueError: For wrong ranks, even kernels or mismatched channels.
+    """
+    _check_shapes(x.shape, kernel.shape, "HWBC")
+    return _fourier_hwbc(x, kernel)
+
+
+def conv2d_fourier(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """NHWC wrapper of :func:`conv2d_fourier_hwbc`: same contract as :func:`conv2d_reference`.
+
+    Args:
+        x: Input ``(B, H, W, Cin)``, ``float32`` or ``bfloat16``.
+        kernel: Kernel ``(kh, kw, Cin, Cout)``, odd sizes.
+
+    Returns:
+        Output ``(B, H, W, Cout)`` in ``x.dtype``.
+
+    Raises:
+        ValueError: For wrong ranks, even kernels or mismatched channels.
+    """
+    _check_shapes(x.shape, kernel.shape, "NHWC")
+    y = _fourier_hwbc(x.transpose(1, 2, 0, 3), kernel)
+    return y.transpose(2, 0, 1, 3)
+
+
+# --------------------------------------------------------------------------------------
+# Registry.
+
+_CONVS: dict[str, ConvFn] = {"xla": conv2d_reference, "fast": conv2d_fourier}
 
 
 def register_conv(name: str, fn: ConvFn) -> None:

@@ -1,0 +1,256 @@
+"""jaxdiff vs the PyTorch starter: train-step and sampler throughput, in one process run.
+
+Usage::
+
+    python benchmarks/bench.py            # full run (about 3-5 minutes on 2 cores)
+    python benchmarks/bench.py --quick    # fewer steps and rounds
+    python benchmarks/bench.py --json results.json
+
+Both sides run the starter model (SPEC section 2: CNN (16, 32, 32, 16), 7x7 convs, batch
+128) on the same random ``uint8`` images (throughput does not depend on the pixels):
+
+* train step: loss (Alg. 18.1) + backward + Adam update. jaxdiff runs
+  ``jaxdiff.train.make_run_steps`` (many steps scanned per dispatch); PyTorch runs its
+  usual Python loop over ``loss.backward(); opt.step()``.
+* sampler: the ancestral sampler (Alg. 18.2) over ``--sample-steps`` steps, reported as
+  images/s per 100 denoising steps. jaxdiff runs ``jaxdiff.sampling.ddpm_sample`` (one
+  jitted scan), PyTorch the starter's loop under ``inference_mode``.
+
+Comparisons: jaxdiff fp32 vs PyTorch fp32, and jaxdiff bf16 (bf16 compute, fp32 master
+weights and accumulation) vs PyTorch ``autocast(bfloat16)``. The cases are measured
+interleaved (round-robin over ``--rounds`` rounds) and the median of each is reported, so
+load from other processes affects both sides alike. Each line with a ratio reads
+``ratio = jaxdiff / PyTorch`` (higher is better for jaxdiff).
+
+GFLOP/s are nominal: the direct-convolution FLOP count of the model (forward 0.159 GFLOP
+per image, a training step 3x that, 0.48), divided by the measured time, whatever
+algorithm ran; the share is against the machine's measured GEMM ceiling (fp32 ~360 GFLOP/s,
+bf16 ~1140 GFLOP/s, SPEC section 6).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+FWD_GFLOP_PER_IMG = 0.159
+TRAIN_GFLOP_PER_IMG = 0.48
+CEILING_GFLOPS = {"fp32": 360.0, "bf16": 1140.0}
+
+
+# ----------------------------------------------------------------------------- jaxdiff side
+
+
+def make_jax_cases(args, images_u8: np.ndarray) -> dict[str, Callable[[], float]]:
+    """Build the jaxdiff timing closures; each returns seconds for one timed call."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxdiff.config import ModelConfig, TrainConfig
+    from jaxdiff.losses import ddpm_loss
+    from jaxdiff.models import build_model
+    from jaxdiff.sampling import ddpm_sample
+    from jaxdiff.schedules import linear
+    from jaxdiff.train import init_train_state, make_optimizer, make_run_steps, make_train_step
+
+    b = args.batch
+    images = jnp.asarray(images_u8)
+    n = images.shape[0]
+    cases = {}
+    for precision in args.precisions:
+        cfg = ModelConfig(precision=precision, conv_impl=args.impl)
+        model = build_model(cfg)
+        key = jax.random.key(0)
+        params = model.init(key, jnp.zeros((1, 28, 28, 1)), jnp.zeros((1,)))
+        tx = make_optimizer(TrainConfig())
+        step = make_train_step(ddpm_loss(model.apply, linear()), tx)
+        run = make_run_steps(step)
+        # The train state is donated to each call, so it gets its own copy of the params.
+        holder = {"state": init_train_state(jax.tree.map(jnp.copy, params), tx), "i": 0}
+        s = args.train_steps
+
+        def train_once(run=run, holder=holder, s=s):
+            holder["i"] += 1
+            rng = np.random.default_rng(holder["i"])
+            idx = jnp.asarray(rng.integers(0, n, (s, b)), jnp.int32)
+            t0 = time.perf_counter()
+            state, metrics = run(holder["state"], images, idx, jax.random.key(1))
+            jax.block_until_ready(metrics["loss"])
+            dt = time.perf_counter() - t0
+            holder["state"] = state
+            if not np.isfinite(np.asarray(metrics["loss"])).all():
+                raise RuntimeError("jaxdiff train step produced a non-finite loss")
+            return dt
+
+        sched = linear(T=args.sample_steps)
+
+        def sample_once(model=model, params=params, sched=sched):
+            t0 = time.perf_counter()
+            z, _ = ddpm_sample(model.apply, params, sched, jax.random.key(2), (b, 28, 28, 1))
+            jax.block_until_ready(z)
+            return time.perf_counter() - t0
+
+        if "train" in args.what:
+            cases[f"jaxdiff {precision} train"] = train_once
+        if "sample" in args.what:
+            cases[f"jaxdiff {precision} sample"] = sample_once
+    return cases
+
+
+# ----------------------------------------------------------------------------- PyTorch side
+
+
+def make_torch_cases(args, images_u8: np.ndarray) -> dict[str, Callable[[], float]]:
+    """Build the PyTorch timing closures (empty if torch is not installed)."""
+    try:
+        import torch
+    except ImportError:
+        print("torch not installed (pip install torch==2.13.0): PyTorch side skipped")
+        return {}
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from torch_starter import CNN, DDPM
+
+    torch.manual_seed(0)
+    b = args.batch
+    data = torch.from_numpy(images_u8).float().div(255.0).sub(0.5).unsqueeze(1)  # N,1,28,28
+    n = data.shape[0]
+    cases = {}
+    for precision in args.precisions:
+        ddpm = DDPM(CNN(), betas=(1e-4, 0.02), n_T=1000)
+        opt = torch.optim.Adam(ddpm.parameters(), lr=2e-4)
+        sampler = DDPM(CNN(), betas=(1e-4, 0.02), n_T=args.sample_steps)
+        sampler.eval()
+        autocast = precision == "bf16"
+
+        def train_once(ddpm=ddpm, opt=opt, autocast=autocast):
+            gen = torch.Generator().manual_seed(0)
+            batches = [
+                data[torch.randint(0, n, (b,), generator=gen)] for _ in range(args.train_steps)
+            ]
+            t0 = time.perf_counter()
+            for x in batches:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                    loss = ddpm(x)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            if not torch.isfinite(loss):
+                raise RuntimeError("PyTorch train step produced a non-finite loss")
+            return time.perf_counter() - t0
+
+        def sample_once(sampler=sampler, autocast=autocast):
+            t0 = time.perf_counter()
+            with (
+                torch.inference_mode(),
+                torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast),
+            ):
+                sampler.sample(b, (1, 28, 28), "cpu")
+            return time.perf_counter() - t0
+
+        if "train" in args.what:
+            cases[f"torch {precision} train"] = train_once
+        if "sample" in args.what:
+            cases[f"torch {precision} sample"] = sample_once
+    return cases
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def throughput(name: str, seconds: float, args) -> float:
+    """Images/s for training, images/s per 100 denoising steps for sampling."""
+    if name.endswith("train"):
+        return args.train_steps * args.batch / seconds
+    return args.batch / seconds * args.sample_steps / 100.0
+
+
+def gflops(name: str, ips: float) -> float:
+    """Nominal GFLOP/s from a throughput (see the module docstring)."""
+    if name.endswith("train"):
+        return ips * TRAIN_GFLOP_PER_IMG
+    return ips * 100 * FWD_GFLOP_PER_IMG
+
+
+def parse_args(argv=None):
+    """Command-line flags."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer steps and rounds")
+    p.add_argument("--json", default=None, help="write the results to this JSON file")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (median)")
+    p.add_argument("--train-steps", type=int, default=None, help="train steps per timing")
+    p.add_argument("--sample-steps", type=int, default=None, help="sampler steps per timing")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--impl", default="fast", help="jaxdiff conv implementation")
+    p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--what", default="train,sample")
+    p.add_argument("--no-torch", action="store_true", help="jaxdiff only")
+    args = p.parse_args(argv)
+    args.precisions = args.precisions.split(",")
+    args.what = args.what.split(",")
+    args.rounds = args.rounds or (3 if args.quick else 7)
+    args.train_steps = args.train_steps or (4 if args.quick else 10)
+    args.sample_steps = args.sample_steps or (10 if args.quick else 25)
+    return args
+
+
+def main(argv=None) -> dict:
+    """Run the benchmark; print one line per case and one ``ratio`` line per comparison."""
+    args = parse_args(argv)
+    images = np.random.default_rng(0).integers(0, 256, (4096, 28, 28), dtype=np.uint8)
+    cases = make_jax_cases(args, images)
+    if not args.no_torch:
+        cases.update(make_torch_cases(args, images))
+    print(f"warming up {len(cases)} cases ...", flush=True)
+    for fn in cases.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for r in range(args.rounds):
+        for name, fn in cases.items():
+            times[name].append(fn())
+        print(f"round {r + 1}/{args.rounds} done", flush=True)
+    results = {"config": {k: v for k, v in vars(args).items() if k != "json"}, "cases": {}}
+    results["config"]["load_avg"] = os.getloadavg()
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        ips = throughput(name, med, args)
+        prec = name.split()[1]
+        gf = gflops(name, ips)
+        unit = "img/s" if name.endswith("train") else "img/s per 100 steps"
+        results["cases"][name] = {
+            "images_per_s": ips,
+            "gflops": gf,
+            "ceiling_share": gf / CEILING_GFLOPS[prec],
+            "seconds": ts,
+        }
+        print(
+            f"{name:22s} {ips:8.1f} {unit:20s} {gf:7.1f} GFLOP/s "
+            f"({100 * gf / CEILING_GFLOPS[prec]:4.1f}% of {CEILING_GFLOPS[prec]:.0f})"
+        )
+    results["ratios"] = {}
+    for prec in args.precisions:
+        for what in args.what:
+            j, t = f"jaxdiff {prec} {what}", f"torch {prec} {what}"
+            if j in results["cases"] and t in results["cases"]:
+                ratio = results["cases"][j]["images_per_s"] / results["cases"][t]["images_per_s"]
+                results["ratios"][f"{prec} {what}"] = ratio
+                print(
+                    f"{what:6s} {prec}: jaxdiff {results['cases'][j]['images_per_s']:.1f} vs "
+                    f"torch {results['cases'][t]['images_per_s']:.1f} -> ratio {ratio:.2f} "
+                    f"(jaxdiff {results['cases'][j]['gflops']:.0f} GFLOP/s, "
+                    f"{100 * results['cases'][j]['ceiling_share']:.0f}% of ceiling)"
+                )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -38,5 +38,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     if cfg.name == "unet":
         from jaxdiff.models.unet import UNet
 
-        return UNet(hidden=tuple(cfg.hidden), attention=cfg.attention, dtype=dtype)
+        return UNet(
+            hidden=tuple(cfg.hidden), attention=cfg.attention, dtype=dtype, conv_impl=cfg.conv_impl
+        )
     raise ValueError(f"unknown model {cfg.name!r}; use 'cnn' or 'unet'.")

@@ -1,0 +1,486 @@
+"""The MNIST feature network used by the fidelity metrics: a small LeNet-style CNN.
+
+Architecture (:class:`LeNet`), inputs in the model scale ``float32 (B, 28, 28, 1)`` in
+[-0.5, 0.5]::
+
+    conv 5x5, 32 -> ReLU -> avg-pool 2        (28 -> 14)
+    conv 3x3, 64 -> ReLU -> avg-pool 2        (14 -> 7)
+    conv 3x3, 64 -> ReLU -> avg-pool 2        (7 -> 3)
+    flatten (576) -> dense 128 -> ReLU        <- the feature layer (128-d)
+    dropout 0.3 (training only) -> dense 10   <- logits
+
+The trained parameters ship in ``jaxdiff/assets/classifier.msgpack`` (Flax msgpack) with a
+JSON card ``classifier.json`` (sha256 of the msgpack, test accuracy, architecture, feature
+layer, training command). :func:`load_classifier` checks the checksum before use.
+
+Training is pure: :func:`init_state` builds a :class:`ClassifierState`, :func:`make_train_epoch`
+returns one jitted function that runs a whole epoch as a single ``lax.scan`` over a permutation
+of device-resident ``uint8`` images, with keys derived by ``fold_in`` (so a run is a function of
+its seed). Augmentation is a random integer shift of up to ``max_shift`` pixels.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+ASSET_DIR = Path(__file__).resolve().parent / "assets"
+DEFAULT_PARAMS = ASSET_DIR / "classifier.msgpack"
+DEFAULT_CARD = ASSET_DIR / "classifier.json"
+FEATURE_DIM = 128
+NUM_CLASSES = 10
+
+
+class ClassifierChecksumError(ValueError):
+    """Raised when the classifier parameter file does not match its recorded sha256."""
+
+
+def _xla_conv(x: jax.Array, w: jax.Array) -> jax.Array:
+    return jax.lax.conv_general_dilated(
+        x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+@jax.custom_vjp
+def conv_same(x: jax.Array, w: jax.Array) -> jax.Array:
+    """'SAME', stride-1 convolution (NHWC x HWIO, odd kernel) with a loop-friendly gradient.
+
+    Forward is XLA's convolution. The backward pass is written so it stays fast inside
+    ``lax.scan`` on XLA:CPU, where the convolutions JAX derives for the gradient are very slow
+    in a loop body (measured here: weight gradient ~2 s vs 33 ms outside a loop; see
+    jax-ml/jax#12868): the input gradient is a plain forward convolution of the cotangent with
+    the flipped, in/out-swapped kernel, the weight gradient an im2col contraction.
+
+    Args:
+        x: Input ``(B, H, W, Cin)``.
+        w: Kernel ``(k, k, Cin, Cout)``, ``k`` odd.
+
+    Returns:
+        ``(B, H, W, Cout)``.
+    """
+    return _xla_conv(x, w)
+
+
+def _conv_same_fwd(x, w):
+    return _xla_conv(x, w), (x, w)
+
+
+def _conv_same_bwd(res, dy):
+    x, w = res
+    k = w.shape[0]
+    r = k // 2
+    _, h, wd, _ = x.shape
+    dx = _xla_conv(dy, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2))
+    xp = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)))
+    cols = jnp.stack([xp[:, i : i + h, j : j + wd] for i in range(k) for j in range(k)], 3)
+    dw = jnp.einsum("bhwpc,bhwo->pco", cols, dy).reshape(w.shape)
+    return dx, dw
+
+
+conv_same.defvjp(_conv_same_fwd, _conv_same_bwd)
+
+
+class ConvSame(nn.Module):
+    """Convolution layer (LeCun-normal kernel, zero bias) over :func:`conv_same`.
+
+    Attributes:
+        features: Output channels.
+        kernel_size: Odd kernel size.
+    """
+
+    features: int
+    kernel_size: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Apply to ``x`` ``(B, H, W, Cin)``."""
+        k = self.kernel_size
+        if k % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {k}.")
+        w = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features))
+        b = self.param("bias", nn.initializers.zeros, (self.features,))
+        return conv_same(x, w) + b
+
+
+def _avg_pool2(x: jax.Array) -> jax.Array:
+    """2x2 average pooling, stride 2, dropping an odd last row/column (``(B, H, W, C)``).
+
+    Written as a reshape-mean: its gradient is a broadcast, far cheaper on XLA CPU than the
+    ``select_and_scatter`` of max pooling.
+    """
+    b, h, w, c = x.shape
+    x = x[:, : h // 2 * 2, : w // 2 * 2]
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+class LeNet(nn.Module):
+    """Small LeNet-style classifier; returns ``(features, logits)``.
+
+    Attributes:
+        features_dim: Width of the penultimate (feature) layer.
+        num_classes: Number of output classes.
+        dropout: Dropout rate applied to the features during training only.
+    """
+
+    features_dim: int = FEATURE_DIM
+    num_classes: int = NUM_CLASSES
+    dropout: float = 0.3
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
+        """Classify ``x``.
+
+        Args:
+            x: Images ``float32 (B, 28, 28, 1)`` in the model scale.
+            train: Apply dropout (needs a ``"dropout"`` rng).
+
+        Returns:
+            ``(features (B, features_dim), logits (B, num_classes))``, ``float32``.
+        """
+        for width, k in ((32, 5), (64, 3), (64, 3)):
+            x = ConvSame(width, k)(x)
+            x = nn.relu(x)
+            x = _avg_pool2(x)
+        x = x.reshape(x.shape[0], -1)
+        feats = nn.relu(nn.Dense(self.features_dim)(x))
+        h = nn.Dropout(self.dropout, deterministic=not train)(feats)
+        logits = nn.Dense(self.num_classes)(h)
+        return feats, logits
+
+
+class ClassifierState(NamedTuple):
+    """Training state of the classifier.
+
+    Attributes:
+        step: Number of optimiser steps taken (int32 scalar).
+        params: Network parameters.
+        opt_state: Optax state.
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+class Classifier(NamedTuple):
+    """A loaded feature network.
+
+    Attributes:
+        params: Parameters of :class:`LeNet`.
+        card: The metadata card (accuracy, architecture, feature layer, sha256, ...).
+    """
+
+    params: Any
+    card: dict
+
+
+def make_optimizer(lr: float, total_steps: int) -> optax.GradientTransformation:
+    """Adam with a cosine decay of the learning rate to 1% over ``total_steps``.
+
+    Args:
+        lr: Peak learning rate.
+        total_steps: Steps of the whole run (the decay horizon).
+
+    Returns:
+        An optax transformation.
+    """
+    if lr <= 0 or total_steps <= 0:
+        raise ValueError(f"lr and total_steps must be positive, got {lr}, {total_steps}.")
+    return optax.adam(optax.cosine_decay_schedule(lr, total_steps, alpha=0.01))
+
+
+def init_state(key: jax.Array, tx: optax.GradientTransformation) -> ClassifierState:
+    """Initialise parameters and optimiser state.
+
+    Args:
+        key: PRNG key.
+        tx: The optimiser from :func:`make_optimizer`.
+
+    Returns:
+        A fresh :class:`ClassifierState` at step 0.
+    """
+    params = LeNet().init(key, jnp.zeros((1, 28, 28, 1), jnp.float32))
+    return ClassifierState(jnp.zeros((), jnp.int32), params, tx.init(params))
+
+
+def _shift_one(image: jax.Array, key: jax.Array, max_shift: int) -> jax.Array:
+    """Shift one ``uint8 (28, 28)`` image by a random integer offset, zero (black) fill."""
+    if max_shift == 0:
+        return image
+    padded = jnp.pad(image, max_shift)
+    off = jax.random.randint(key, (2,), 0, 2 * max_shift + 1)
+    return jax.lax.dynamic_slice(padded, (off[0], off[1]), image.shape)
+
+
+def _to_model_scale(images_u8: jax.Array) -> jax.Array:
+    return (images_u8.astype(jnp.float32) / 255.0 - 0.5)[..., None]
+
+
+def loss_fn(
+    params: Any, images: jax.Array, labels: jax.Array, key: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Mean softmax cross-entropy of a batch, with dropout.
+
+    Args:
+        params: Network parameters.
+        images: ``float32 (B, 28, 28, 1)`` in the model scale.
+        labels: ``int (B,)`` class labels.
+        key: Dropout key.
+
+    Returns:
+        ``(loss, accuracy)`` scalars.
+    """
+    _, logits = LeNet().apply(params, images, train=True, rngs={"dropout": key})
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, (logits.argmax(-1) == labels).mean()
+
+
+def make_train_epoch(
+    tx: optax.GradientTransformation, batch_size: int = 128, max_shift: int = 2
+) -> Callable[[ClassifierState, jax.Array, jax.Array, jax.Array], tuple[ClassifierState, dict]]:
+    """Build a jitted function that trains one epoch as one ``lax.scan``.
+
+    Args:
+        tx: Optimiser.
+        batch_size: Batch size; the last partial batch is dropped.
+        max_shift: Maximum random shift (pixels, each axis) for augmentation; 0 disables it.
+
+    Returns:
+        ``train_epoch(state, images_u8 (N, 28, 28), labels (N,), key) -> (state, metrics)``
+        where metrics holds the epoch's mean ``loss`` and ``accuracy`` (on augmented batches).
+        The epoch's permutation uses ``key``; each step uses ``fold_in(key, state.step)``.
+    """
+
+    def step(carry, idx):
+        state, images, labels, key = carry
+        k = jax.random.fold_in(key, state.step)
+        k_aug, k_drop = jax.random.split(k)
+        batch = images[idx]
+        shift_keys = jax.random.split(k_aug, batch.shape[0])
+        batch = jax.vmap(_shift_one, in_axes=(0, 0, None))(batch, shift_keys, max_shift)
+        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, _to_model_scale(batch), labels[idx].astype(jnp.int32), k_drop
+        )
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new = ClassifierState(state.step + 1, params, opt_state)
+        return (new, images, labels, key), (loss, acc)
+
+    @jax.jit
+    def train_epoch(state, images_u8, labels, key):
+        n = images_u8.shape[0]
+        steps = n // batch_size
+        if steps == 0:
+            raise ValueError(f"{n} images is fewer than one batch of {batch_size}.")
+        perm = jax.random.permutation(jax.random.fold_in(key, 0), n)[: steps * batch_size]
+        perm = perm.reshape(steps, batch_size)
+        step_key = jax.random.fold_in(key, 1)
+        (state, _, _, _), (losses, accs) = jax.lax.scan(
+            step, (state, images_u8, labels, step_key), perm
+        )
+        return state, {"loss": losses.mean(), "accuracy": accs.mean()}
+
+    return train_epoch
+
+
+@jax.jit
+def _apply(params: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    feats, logits = LeNet().apply(params, x)
+    return feats, jax.nn.softmax(logits, axis=-1)
+
+
+def _check_images(x: Any) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 3 and x.shape[1:] == (28, 28):
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[1:] != (28, 28, 1):
+        raise ValueError(
+            f"expected images of shape (N, 28, 28, 1) or (N, 28, 28) in the model scale, "
+            f"got {x.shape}; use jaxdiff.data.normalize for uint8 MNIST."
+        )
+    if not np.all(np.isfinite(x)):
+        raise ValueError("images contain NaN or inf; check the sampler output.")
+    return x
+
+
+def apply_batched(params: Any, x: Any, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """Run the classifier over ``x`` in fixed-size chunks (one compilation).
+
+    Args:
+        params: Classifier parameters.
+        x: Images ``(N, 28, 28, 1)`` or ``(N, 28, 28)`` in the model scale.
+        batch_size: Chunk size; the last chunk is padded, so only one shape is compiled.
+
+    Returns:
+        ``(features float32 (N, 128), probabilities float32 (N, 10))`` as numpy arrays.
+    """
+    x = _check_images(x)
+    n = x.shape[0]
+    feats, probs = [], []
+    for start in range(0, n, batch_size):
+        chunk = x[start : start + batch_size]
+        m = chunk.shape[0]
+        if m < batch_size and n > batch_size:
+            chunk = np.concatenate([chunk, np.zeros((batch_size - m, 28, 28, 1), np.float32)])
+        f, p = _apply(params, jnp.asarray(chunk))
+        feats.append(np.asarray(f)[:m])
+        probs.append(np.asarray(p)[:m])
+    if not feats:
+        return np.zeros((0, FEATURE_DIM), np.float32), np.zeros((0, NUM_CLASSES), np.float32)
+    return np.concatenate(feats), np.concatenate(probs)
+
+
+def accuracy(params: Any, images: Any, labels: Any, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of the classifier.
+
+    Args:
+        params: Classifier parameters.
+        images: ``(N, 28, 28, 1)`` model-scale images.
+        labels: ``(N,)`` integer labels.
+        batch_size: Chunk size.
+
+    Returns:
+        Fraction of correctly classified images.
+    """
+    _, probs = apply_batched(params, images, batch_size)
+    return float((probs.argmax(-1) == np.asarray(labels)).mean())
+
+
+def sha256_file(path: str | Path) -> str:
+    """Return the hex sha256 of a file.
+
+    Args:
+        path: File to hash.
+
+    Returns:
+        Lower-case hex digest.
+    """
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def save_classifier(params: Any, card: dict, path: str | Path = DEFAULT_PARAMS) -> dict:
+    """Write parameters as Flax msgpack and a JSON card with their sha256 beside them.
+
+    Args:
+        params: Classifier parameters.
+        card: Metadata (accuracy, training command, ...); ``sha256``, ``architecture``,
+            ``feature_layer`` and ``params_file`` are filled in.
+        path: Destination ``.msgpack``; the card goes to the same stem with ``.json``.
+
+    Returns:
+        The card as written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    params = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params)
+    path.write_bytes(flax.serialization.to_bytes(params))
+    card = dict(card)
+    card.update(
+        params_file=path.name,
+        sha256=sha256_file(path),
+        num_params=int(sum(np.size(a) for a in jax.tree_util.tree_leaves(params))),
+        architecture=(
+            "conv5x5-32 relu avgpool2 | conv3x3-64 relu avgpool2 | conv3x3-64 relu avgpool2 | "
+            "flatten 576 | dense 128 relu (features) | dropout 0.3 | dense 10"
+        ),
+        feature_layer="dense 128 after ReLU (penultimate layer)",
+        input="float32 (B, 28, 28, 1), x / 255 - 0.5 in [-0.5, 0.5]",
+    )
+    path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def load_classifier(path: str | Path | None = None) -> Classifier:
+    """Load the feature network, verifying its sha256 against its JSON card.
+
+    Args:
+        path: A ``.msgpack`` written by :func:`save_classifier`; default: the shipped one.
+
+    Returns:
+        A :class:`Classifier` (params and card).
+
+    Raises:
+        FileNotFoundError: If the parameter file or its card is missing.
+        ClassifierChecksumError: If the file's sha256 differs from the card's.
+    """
+    path = DEFAULT_PARAMS if path is None else Path(path)
+    card_path = path.with_suffix(".json")
+    for p in (path, card_path):
+        if not p.is_file():
+            raise FileNotFoundError(
+                f"classifier file {p} is missing; reinstall jaxdiff or retrain it with "
+                "`python experiments/train_classifier.py --out {path}`."
+            )
+    card = json.loads(card_path.read_text())
+    got = sha256_file(path)
+    if got != card.get("sha256"):
+        raise ClassifierChecksumError(
+            f"classifier parameters {path} have sha256 {got}, but {card_path.name} records "
+            f"{card.get('sha256')}: the file is corrupted or was replaced. Reinstall jaxdiff "
+            "or retrain with `python experiments/train_classifier.py`."
+        )
+    template = jax.eval_shape(LeNet().init, jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    try:
+        params = flax.serialization.from_bytes(template, path.read_bytes())
+        shapes_ok = jax.tree_util.tree_all(
+            jax.tree_util.tree_map(lambda t, p: t.shape == np.shape(p), template, params)
+        )
+    except (ValueError, TypeError, KeyError) as err:
+        raise ValueError(f"{path} does not hold LeNet parameters ({err}).") from err
+    if not shapes_ok:
+        raise ValueError(f"{path} holds parameters of other shapes than LeNet's.")
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    return Classifier(params, card)
+
+
+@functools.lru_cache(maxsize=1)
+def default_classifier() -> Classifier:
+    """Return the shipped classifier, loaded (and checksum-verified) once per process.
+
+    Returns:
+        The shipped :class:`Classifier`.
+    """
+    return load_classifier()
+
+
+def features(x: Any, classifier: Classifier | None = None, batch_size: int = 1000) -> np.ndarray:
+    """Penultimate-layer (128-d) features of images.
+
+    Args:
+        x: Images ``(N, 28, 28, 1)`` (or ``(N, 28, 28)``) in the model scale.
+        classifier: Feature network; default: the shipped one.
+        batch_size: Chunk size.
+
+    Returns:
+        ``float32 (N, 128)``.
+    """
+    clf = default_classifier() if classifier is None else classifier
+    return apply_batched(clf.params, x, batch_size)[0]
+
+
+def predict_proba(
+    x: Any, classifier: Classifier | None = None, batch_size: int = 1000
+) -> np.ndarray:
+    """Class probabilities of images.
+
+    Args:
+        x: Images ``(N, 28, 28, 1)`` (or ``(N, 28, 28)``) in the model scale.
+        classifier: Feature network; default: the shipped one.
+        batch_size: Chunk size.
+
+    Returns:
+        ``float32 (N, 10)``, rows summing to one.
+    """
+    clf = default_classifier() if classifier is None else classifier
+    return apply_batched(clf.params, x, batch_size)[1]

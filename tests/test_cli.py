@@ -59,6 +59,29 @@ def test_ddpm_then_sample(tmp_path, data_dir):
     x = np.load(tmp_path / "s.npy")
     assert x.shape == (5, 28, 28, 1) and np.all(np.isfinite(x))
     assert (tmp_path / "s.png").exists()
+    r = _run(
+        [
+            "experiments/evaluate.py",
+            "--checkpoint",
+            str(work),
+            "--n",
+            "20",
+            "--sampler",
+            "ddim",
+            "--steps",
+            "5",
+            "--out",
+            str(tmp_path / "ev"),
+            "--data-dir",
+            data_dir,
+        ]
+    )
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["n"] == 20 and m["sampler"] == "ddim" and m["steps"] == 5
+    assert m["fd"] > m["floor"]["fd"] and len(m["fd_ci"]) == 2 and m["sample_seconds"] > 0
+    for name in ("confident", "unconfident", "nn_closest", "nn_farthest", "per_class"):
+        assert (tmp_path / "ev" / f"{name}.png").exists(), name
 
 
 def test_bad_flags_give_one_clear_error(tmp_path):
@@ -92,3 +115,5 @@ def test_bad_flags_give_one_clear_error(tmp_path):
     assert "Traceback" not in r.stderr
     r = _run(["experiments/sample.py", "--checkpoint", str(tmp_path / "none")])
     assert r.returncode == 2 and "no checkpoint found" in r.stderr
+    r = _run(["experiments/evaluate.py", "--n", "10"])
+    assert r.returncode == 2 and "exactly one of --checkpoint" in r.stderr

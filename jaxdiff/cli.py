@@ -92,6 +92,7 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
     o.add_argument("--resume", action="store_true", help="continue the run in --workdir")
     o.add_argument("--grid-n", type=int, default=16, help="samples per epoch grid (0: none)")
     o.add_argument("--grid-every", type=_positive(int), default=1)
+    o.add_argument("--keep-checkpoints", type=_positive(int), default=3, help="checkpoints kept")
     o.add_argument("--chunk-steps", type=_positive(int), default=39, help="steps per jit call")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -194,6 +195,7 @@ def run_training(cfg: Config, args: argparse.Namespace, start_fn_factory=None) -
             chunk_steps=args.chunk_steps,
             grid_n=args.grid_n,
             grid_every=args.grid_every,
+            keep_checkpoints=args.keep_checkpoints,
             progress=not args.no_progress,
             start_fn_factory=start_fn_factory,
         )

@@ -246,7 +246,8 @@ def fit(
     same code path. Each epoch runs as jitted scans of ``chunk_steps`` steps (one dispatch
     each; the chunking only feeds the progress bar and does not change results). After each epoch: a
     checkpoint (atomic), a metrics line, the loss curve, and a grid of ``grid_n`` samples from
-    the EMA parameters with a fixed key.
+    the EMA parameters with a fixed key. After the last epoch the EMA parameters are also
+    exported to ``workdir/final`` (small, standalone; see :func:`load_run`).
 
     Args:
         cfg: The run config.
@@ -312,10 +313,11 @@ def fit(
     start_fn = start_fn_factory(pieces, images) if start_fn_factory else None
     steps_per_epoch = n // cfg.train.batch_size
     wall0 = records[-1]["wall_s"] if records else 0.0
+    cpu0 = records[-1].get("cpu_s", 0.0) if records else 0.0
 
     for epoch in range(start_epoch, cfg.train.epochs):
         idx = epoch_indices(keys.perm, epoch, n, cfg.train.batch_size)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         chunk_losses, gnorms = [], []
         bar = tqdm(
             total=steps_per_epoch,
@@ -369,13 +371,18 @@ def fit(
             )
             np.save(workdir / "samples" / f"epoch_{epoch + 1:03d}.npy", grid)
         rec["wall_s"] = wall0 + time.perf_counter() - t0
-        wall0 = rec["wall_s"]
+        rec["cpu_s"] = cpu0 + time.process_time() - c0  # all threads of this process
+        wall0, cpu0 = rec["wall_s"], rec["cpu_s"]
         meta = {"config": cfg.to_dict(), "epoch": epoch + 1, "step": int(state.step)}
         ckpt.save(ckdir, epoch + 1, state, meta, keep=keep_checkpoints)
         records.append(rec)
         if is_main:
             _write_metrics(workdir / "metrics.jsonl", records)
             plotting.plot_loss_curve(records, workdir / "loss.png")
+        if is_main and last_epoch:
+            ckpt.export_params(
+                workdir / "final", cfg, state.ema_params, {"epoch": epoch + 1, "step": rec["step"]}
+            )
         if progress:
             print(
                 f"epoch {epoch + 1}: loss {rec['loss']:.4f}  {rec['images_per_s']:.0f} img/s  "

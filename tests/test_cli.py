@@ -38,7 +38,14 @@ def test_ddpm_then_sample(tmp_path, data_dir):
     )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["epoch"] == 1
-    for name in ("config.json", "metrics.jsonl", "loss.png", "samples/epoch_001.png"):
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "loss.png",
+        "samples/epoch_001.png",
+        "final/params.msgpack",
+        "final/config.json",
+    ):
         assert (work / name).exists(), name
     rec = json.loads((work / "metrics.jsonl").read_text().splitlines()[0])
     assert rec["step"] == 2 and rec["images_per_s"] > 0 and np.isfinite(rec["loss"])

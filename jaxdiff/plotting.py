@@ -175,3 +175,162 @@ def plot_bars(
     if title:
         ax.set_title(title, fontsize=9)
     _save(fig, path)
+
+
+# --------------------------------------------------------------------------- report figures
+# Appended for jaxdiff.report (the study's report); the functions above are unchanged.
+
+
+def save_panels(
+    panels: Sequence[np.ndarray],
+    labels: Sequence[str],
+    path: str | os.PathLike,
+    ncol: int | None = None,
+    title: str = "",
+    panel_ncol: int | None = None,
+) -> None:
+    """Save labelled panels side by side, each a tiled grid of model-scale images.
+
+    Used for sample grids through training: one panel per epoch.
+
+    Args:
+        panels: Each ``(N, 28, 28[, 1])`` in the model scale (tiled with :func:`tile`).
+        labels: One label per panel (drawn above it).
+        path: Output PNG.
+        ncol: Panels per row (default: all in one row).
+        title: Figure title.
+        panel_ncol: Image columns inside each panel (default ``ceil(sqrt(N))``).
+
+    Raises:
+        ValueError: If there are no panels or the label count differs.
+    """
+    if not len(panels):
+        raise ValueError("save_panels needs at least one panel.")
+    if len(labels) != len(panels):
+        raise ValueError(f"got {len(panels)} panels but {len(labels)} labels; give one each.")
+    mosaics = [tile(np.asarray(p), panel_ncol) for p in panels]
+    ncol = ncol or len(mosaics)
+    nrow = math.ceil(len(mosaics) / ncol)
+    h, w = max(m.shape[0] for m in mosaics), max(m.shape[1] for m in mosaics)
+    fig, axes = plt.subplots(
+        nrow, ncol, figsize=(ncol * w / 55, nrow * (h / 55 + 0.25) + 0.2), squeeze=False
+    )
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(mosaics):
+            ax.imshow(mosaics[i], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            ax.set_title(labels[i], fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    _save(fig, path)
+
+
+def plot_ci_panels(
+    panels: Sequence[dict],
+    path: str | os.PathLike,
+    title: str = "",
+    ncol: int | None = None,
+) -> None:
+    """Plot metric series with confidence intervals, one axis per panel.
+
+    Each panel is a dict with ``series`` (label -> ``(x, y)`` or ``(x, y, lo, hi)``: points
+    with an optional interval, drawn as error bars), and optionally ``xlabel``, ``ylabel``,
+    ``title``, ``hlines`` (label -> y: reference levels drawn as dashed horizontal lines),
+    ``points`` (label -> ``(x, y)``: single reference markers), ``logx``, ``logy`` and
+    ``legend`` (default ``True``; series keep their colours across panels, so one legend
+    can serve all).
+
+    Args:
+        panels: The panels (left to right, then top to bottom).
+        path: Output PNG.
+        title: Figure title.
+        ncol: Panels per row (default: all in one row).
+
+    Raises:
+        ValueError: If there are no panels.
+    """
+    if not len(panels):
+        raise ValueError("plot_ci_panels needs at least one panel.")
+    ncol = ncol or len(panels)
+    nrow = math.ceil(len(panels) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.0 * nrow), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    order: dict[str, int] = {}  # one colour per series label across all panels
+    for p in panels:
+        for label in p.get("series", {}):
+            order.setdefault(label, len(order))
+    for i, ax in enumerate(axes.flat):
+        if i >= len(panels):
+            ax.axis("off")
+            continue
+        p = panels[i]
+        for label, s in p.get("series", {}).items():
+            x, y = np.asarray(s[0], float), np.asarray(s[1], float)
+            c = colors[order[label] % len(colors)]
+            if len(s) == 4 and s[2] is not None and s[3] is not None:
+                lo, hi = np.asarray(s[2], float), np.asarray(s[3], float)
+                yerr = np.stack([np.maximum(y - lo, 0), np.maximum(hi - y, 0)])
+                ax.errorbar(x, y, yerr=yerr, fmt="o-", ms=3, lw=1, capsize=2, color=c, label=label)
+            else:
+                ax.plot(x, y, "o-", ms=3, lw=1, color=c, label=label)
+        styles = ("--", ":", "-.")
+        for j, (label, yv) in enumerate(p.get("hlines", {}).items()):
+            ax.axhline(yv, ls=styles[j % 3], lw=1, color="0.35", label=label)
+        for j, (label, (xv, yv)) in enumerate(p.get("points", {}).items()):
+            ax.plot([xv], [yv], marker="*x+"[j % 3], ms=8, ls="none", color="k", label=label)
+        if p.get("logx"):
+            ax.set_xscale("log")
+        if p.get("logy"):
+            ax.set_yscale("log")
+        ax.set_xlabel(p.get("xlabel", ""))
+        ax.set_ylabel(p.get("ylabel", ""))
+        if p.get("title"):
+            ax.set_title(p["title"], fontsize=9)
+        if p.get("legend", True) and ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_grouped_bars(
+    groups: dict[str, Sequence[float]],
+    labels: Sequence[str],
+    path: str | os.PathLike,
+    ylabel: str = "",
+    title: str = "",
+    hline: float | None = None,
+) -> None:
+    """Save a grouped bar chart (e.g. class histograms of several models side by side).
+
+    Args:
+        groups: Series label -> one value per category.
+        labels: Category labels (x axis).
+        path: Output PNG.
+        ylabel: Y axis label.
+        title: Figure title.
+        hline: Optional reference level (e.g. the uniform 0.1), drawn dashed.
+
+    Raises:
+        ValueError: If a series' length differs from the number of categories.
+    """
+    k = len(labels)
+    for name, vals in groups.items():
+        if len(vals) != k:
+            raise ValueError(f"series {name!r} has {len(vals)} values for {k} categories.")
+    fig, ax = plt.subplots(figsize=(5.5, 2.8))
+    width = 0.8 / max(1, len(groups))
+    for j, (name, vals) in enumerate(groups.items()):
+        ax.bar(np.arange(k) + (j - (len(groups) - 1) / 2) * width, vals, width, label=name)
+    if hline is not None:
+        ax.axhline(hline, ls="--", lw=1, color="0.3")
+    ax.set_xticks(np.arange(k), list(labels))
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    if groups:
+        ax.legend(fontsize=6)
+    ax.grid(alpha=0.3, axis="y")
+    _save(fig, path)

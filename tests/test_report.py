@@ -1,0 +1,307 @@
+"""The report pipeline: data and figures from a synthetic results tree, the word counter."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxdiff import report as R
+from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _config(**train) -> Config:
+    return Config(
+        model=ModelConfig(hidden=(8, 8)),
+        process=ProcessConfig(),
+        train=TrainConfig(epochs=4, **train),
+    )
+
+
+def _write_run(root: Path, name: str, cfg: Config, epochs: int, wall_per_epoch: float) -> Path:
+    run = root / name
+    (run / "samples").mkdir(parents=True)
+    (run / "config.json").write_text(
+        json.dumps({"config": cfg.to_dict(), "devices": ["TFRT_CPU_0"]})
+    )
+    rng = np.random.default_rng(0)
+    lines = []
+    for e in range(1, epochs + 1):
+        lines.append(
+            {
+                "epoch": e,
+                "step": 468 * e,
+                "loss": 1.0 / e,
+                "grad_norm": 1.0,
+                "chunk_loss": [1.1 / e, 0.9 / e],
+                "epoch_s": wall_per_epoch,
+                "images_per_s": 500.0 + e,
+                "grid_s": 1.0,
+                "wall_s": wall_per_epoch * e,
+                "cpu_s": 2 * wall_per_epoch * e,
+            }
+        )
+        grid = rng.uniform(-0.5, 0.5, (4, 28, 28, 1)).astype(np.float32)
+        np.save(run / "samples" / f"epoch_{e:03d}.npy", grid)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    (run / "final").mkdir()
+    (run / "final" / "params.msgpack").write_bytes(b"\0" * 2048)
+    return run
+
+
+def _metrics(fd, ci, kid=1.0, **extra) -> dict:
+    m = {
+        "n": 1000,
+        "fd": fd,
+        "fd_ci": list(ci),
+        "kid": kid,
+        "kid_ci": [kid - 0.5, kid + 0.5],
+        "precision": 0.6,
+        "recall": 0.5,
+        "class_hist": [0.05, 0.15] + [0.1] * 8,
+        "class_kl": 0.02,
+        "class_tv": 0.05,
+        "confidence": 0.8,
+        "nn_dist": {"mean": 6.0, "min": 2.0, "p05": 3.0, "median": 6.0, "p95": 8.0},
+        "nn_dist_ratio": 1.4,
+        "frac_out_of_range": 0.25,
+        "floor": {"n": 1000, "fd": 2.5, "fd_ci": [1.0, 4.0], "kid": 0.1, "kid_ci": [-0.2, 0.4]},
+    }
+    m.update(extra)
+    return m
+
+
+def _write_eval(run: Path, tag: str, metrics: dict, galleries: bool = True) -> None:
+    d = run / "eval" / tag
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    if galleries:
+        for g in R.GALLERIES:
+            (d / f"{g}.png").write_bytes(b"png")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    out = tmp_path_factory.mktemp("report")
+    d = _write_run(root, "ddpm_default", _config(), 4, 60.0)
+    for ep, fd, ci in ((2, 200.0, (190.0, 210.0)), (4, 90.0, (85.0, 95.0))):
+        m = _metrics(fd, ci, epoch=ep, sampler="ancestral", steps=1000, sample_seconds=700.0)
+        _write_eval(d, f"ep{ep:03d}_ancestral1000", m)
+    a = _write_run(root, "ddpm_alt", _config(lr=1e-3), 4, 60.0)
+    _write_eval(a, "ep004_ancestral1000", _metrics(120.0, (110.0, 130.0), epoch=4))
+    b = _write_run(root, "best", _config(ema_decay=0.999), 2, 300.0)
+    for ep, steps, fd, sec in ((1, 100, 130.0, 70.0), (2, 10, 150.0, 7.0), (2, 50, 80.0, 35.0)):
+        m = _metrics(fd, (fd - 5, fd + 5), epoch=ep, sampler="ddim", steps=steps)
+        _write_eval(b, f"ep{ep:03d}_ddim{steps}", m | {"sample_seconds": sec})
+    # steps from the tag only (no 'epoch'/'sampler'/'steps' keys in metrics.json):
+    _write_eval(b, "ep002_ddim100", _metrics(70.0, (66.0, 74.0), sample_seconds=70.0))
+    (b / "eval" / "ep002_broken").mkdir()
+    (b / "eval" / "ep002_broken" / "metrics.json").write_text("{not json")
+    _write_run(root, "ddpm_extra", _config(seed=3), 1, 10.0)
+    anchors = root / "anchors" / "eval"
+    _write_eval(root / "anchors", "starter_ep24", _metrics(115.0, (110.0, 120.0)), False)
+    _write_eval(root / "anchors", "starter_ep50", _metrics(100.0, (95.0, 105.0)), False)
+    assert (anchors / "starter_ep50" / "metrics.json").exists()
+    log = [{"epoch": e, "loss": 0.1, "wall_s": 120.0 * e} for e in range(1, 51)]
+    log.append({"sampled_epoch": 24, "n": 1000, "sample_s": 750.0})
+    (root / "anchors" / "starter_train_log.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in log)
+    )
+    (root / "bench").mkdir()
+    (root / "bench" / "bench.json").write_text(
+        json.dumps(
+            {
+                "config": {"load_avg": [1.5, 1.0, 1.0]},
+                "cases": {
+                    "jaxdiff fp32 train": {"images_per_s": 800.0, "gflops": 384.0},
+                    "torch fp32 train": {"images_per_s": 500.0, "gflops": 240.0},
+                },
+                "ratios": {"fp32 train": 1.6},
+            }
+        )
+    )
+    summary = R.build_report_data(root, out)
+    data = {p.stem: json.loads(p.read_text()) for p in (out / "data").glob("*.json")}
+    return root, out, summary, data
+
+
+def _n(data, key):
+    return data["numbers"][key]
+
+
+def test_headline_numbers_come_from_the_latest_evaluation(built):
+    _, _, _, data = built
+    assert _n(data, "eval.ddpm_default.fd")["v"] == 90.0
+    assert _n(data, "eval.ddpm_default.fd_ci")["s"] == "90.0 [85.0, 95.0]"
+    assert _n(data, "eval.ddpm_default.epoch")["v"] == 4
+    assert _n(data, "eval.ddpm_default.oor_pct")["v"] == pytest.approx(25.0)
+    assert _n(data, "eval.ddpm_default.rarest_digit")["v"] == 0
+    assert _n(data, "eval.ddpm_default.commonest_digit")["v"] == 1
+    assert _n(data, "eval.ddpm_default.nn_close")["v"] is False
+    assert _n(data, "eval.ddpm_default.sec_per_1k")["v"] == pytest.approx(700.0)
+    # best prefers its DDIM evaluation with the most steps at its latest epoch; epoch and
+    # steps of ep002_ddim100 come from the tag.
+    assert _n(data, "eval.best.tag")["v"] == "ep002_ddim100"
+    assert _n(data, "eval.best.steps")["v"] == 100
+    assert _n(data, "eval.best.fd")["v"] == 70.0
+    assert _n(data, "anchor.starter_ep50.fd")["v"] == 100.0
+    assert _n(data, "anchor.starter_ep50.epoch")["v"] == 50
+    assert _n(data, "anchor.starter_ep50.train_wall_min")["v"] == pytest.approx(100.0)
+    assert _n(data, "floor.fd")["v"] == 2.5
+
+
+def test_run_numbers_and_config_diff(built):
+    _, _, _, data = built
+    assert _n(data, "run.ddpm_default.wall_h")["v"] == pytest.approx(240.0 / 3600)
+    assert _n(data, "run.ddpm_default.cpu_h")["v"] == pytest.approx(480.0 / 3600)
+    assert _n(data, "run.ddpm_default.final_loss")["v"] == pytest.approx(0.25)
+    assert _n(data, "run.ddpm_default.img_s")["v"] == pytest.approx(502.5)
+    assert _n(data, "run.ddpm_default.final_kb")["v"] == pytest.approx(2.0)
+    assert _n(data, "run.ddpm_alt.diff")["v"] == ["learning rate 0.0002 -> 0.001"]
+    assert _n(data, "run.ddpm_alt.diff")["s"] == "learning rate 0.0002 → 0.001"
+    # parameter count equals the initialised model's
+    import jax
+
+    from jaxdiff.runner import build, init_params
+
+    params = init_params(build(_config()), jax.random.PRNGKey(0))
+    n = sum(x.size for x in jax.tree_util.tree_leaves(params))
+    assert _n(data, "run.ddpm_default.params")["v"] == n
+    rows = {r[0]: r for r in data["tables"]["runs"]["rows"]}
+    best = "Best recipe (UNet, EMA, DDIM)"
+    assert list(rows) == ["DDPM, starter recipe", "DDPM, second set", best, "ddpm_extra"]
+    assert rows["ddpm_extra"][7] == "3"  # seed
+    assert rows["DDPM, starter recipe"][8] == "4/4"
+
+
+def test_comparisons(built):
+    _, _, _, data = built
+    # alt (120 [110, 130]) against default (90 [85, 95]): worse, intervals disjoint
+    assert _n(data, "cmp.q1.fd.a_better")["v"] is False
+    assert _n(data, "cmp.q1.fd.separated")["v"] is True
+    assert _n(data, "cmp.q1.fd.ratio")["v"] == pytest.approx(120 / 90)
+    # best (70 [66, 74]) against default: better, disjoint
+    assert _n(data, "cmp.best.fd.a_better")["v"] is True
+    assert _n(data, "cmp.best.fd.separated")["v"] is True
+    assert "cmp.q2.fd.a_better" not in data["numbers"]  # no cold run recorded
+
+
+def test_time_to_quality(built):
+    _, _, _, data = built
+    # best's epoch series is ddim100 (epochs 1 and 2: FD 130, 70); the starter's 50-epoch
+    # FD 100 is first beaten at epoch 2, after 600 s wall / 1200 s CPU; the starter needed
+    # 6000 s, so 10x sooner.
+    assert _n(data, "ttq.best.starter_ep50.epoch")["v"] == 2
+    assert _n(data, "ttq.best.starter_ep50.wall_min")["v"] == pytest.approx(10.0)
+    assert _n(data, "ttq.best.starter_ep50.cpu_min")["v"] == pytest.approx(20.0)
+    assert _n(data, "ttq.best.starter_ep50.wall_speedup")["v"] == pytest.approx(10.0)
+    assert _n(data, "ttq.ddpm_alt.starter_ep50.reached")["v"] is False
+    assert _n(data, "ttq.ddpm_default.starter_ep24.epoch")["v"] == 4
+    pts = data["series"]["ttq"]["best"]
+    assert [p["epoch"] for p in pts] == [1, 2] and [p["fd"] for p in pts] == [130.0, 70.0]
+
+
+def test_steps_table_and_bench(built):
+    _, _, _, data = built
+    rows = [r for r in data["tables"]["steps"]["rows"] if r[0].startswith("Best")]
+    assert [r[3] for r in rows] == ["10", "50", "100"]
+    assert [r[5].split()[0] for r in rows] == ["150.0", "80.0", "70.0"]
+    assert [r[-1] for r in rows] == ["7.0", "35.0", "70.0"]
+    assert _n(data, "bench.ratio.fp32_train")["v"] == pytest.approx(1.6)
+    assert _n(data, "bench.jaxdiff_fp32_train.img_s")["v"] == 800.0
+    assert len(data["tables"]["bench"]["rows"]) == 2
+    fid = {r[0]: r for r in data["tables"]["fidelity"]["rows"]}
+    assert fid["PyTorch starter, epoch 24"][4] == "115.0 [110.0, 120.0]"
+    assert "real test images (floor)" in fid
+
+
+def test_figures_exist_and_missing_inputs_are_notes(built):
+    _, out, summary, data = built
+    for name in (
+        "loss_all.png",
+        "loss_ddpm_default.png",
+        "samples_ddpm_default.png",
+        "fidelity_epochs.png",
+        "quality_steps.png",
+        "time_to_quality.png",
+        "class_hist.png",
+        "gallery_ddpm_default_confident.png",
+        "gallery_best_per_class.png",
+    ):
+        assert (out / "figures" / name).stat().st_size > 0, name
+        assert name in data["figures"]
+    assert set(data["figures"]) == {p.name for p in (out / "figures").glob("*.png")}
+    notes = "\n".join(summary["notes"])
+    assert "cold_sediment" in notes and "not recorded" in notes
+    assert "ep002_broken" in notes  # unreadable JSON is a note, not a crash
+    assert data["notes"] == summary["notes"]
+
+
+def test_missing_results_tree_builds_empty_tables(tmp_path):
+    summary = R.build_report_data(tmp_path / "nothing", tmp_path / "rep")
+    assert "does not exist" in summary["notes"][0]
+    tables = json.loads((tmp_path / "rep" / "data" / "tables.json").read_text())
+    assert all(t["rows"] == [] for t in tables.values())
+    assert json.loads((tmp_path / "rep" / "data" / "figures.json").read_text()) == []
+
+
+def test_parse_tag_and_select_epochs():
+    anc = {"epoch": 10, "sampler": "ancestral", "steps": 1000}
+    assert R.parse_tag("ep010_ancestral1000") == anc
+    assert R.parse_tag("ep010_ddim100") == {"epoch": 10, "sampler": "ddim", "steps": 100}
+    assert R.parse_tag("ep005_cold2") == {"epoch": 5, "sampler": "cold2", "steps": None}
+    assert R.parse_tag("starter_ep24")["epoch"] == 24
+    assert R.parse_tag("final") == {"epoch": None, "sampler": None, "steps": None}
+    assert R.select_epochs([1, 2, 3], 6) == [1, 2, 3]
+    picked = R.select_epochs(list(range(1, 21)), 5)
+    assert picked[0] == 1 and picked[-1] == 20 and len(picked) == 5
+
+
+SNIPPET = """// a comment with words
+#set text(size: 10pt)
+#let helper(x) = [hidden words here]
+= Intro heading <intro>
+Hello *bold* _world_ with `raw code` and $x^2 + y$ math. See @ref1.
+#figure(image("a.png"), caption: [Two words])
+Value #num("eval.ddpm_default.fd") here.
+#if true [yes branch] else [no branch]
+/* block
+comment */ tail
+"""
+
+
+def test_count_words_on_a_snippet():
+    # Intro heading | Hello bold world with and math. See ref | Two words | Value here |
+    # yes branch no branch | tail
+    assert R.count_words(SNIPPET) == 2 + 8 + 2 + 2 + 4 + 1
+    text = R.prose_text(SNIPPET)
+    for hidden in ("comment", "hidden", "raw", "x^2", "size", "a.png", "eval.ddpm", "block"):
+        assert hidden not in text
+
+
+def test_report_source_within_the_word_limit():
+    words = R.count_words((REPO / "report" / "report.typ").read_text())
+    assert 500 < words <= R.WORD_LIMIT
+
+
+def test_pdf_compiles_from_the_synthetic_tree(built, tmp_path):
+    pytest.importorskip("typst")
+    _, out, _, _ = built
+    rep = tmp_path / "report"
+    shutil.copytree(out, rep)
+    for f in ("report.typ", "refs.yml"):
+        shutil.copy(REPO / "report" / f, rep / f)
+    for g in rep.glob("figures/gallery_*.png"):  # the fake gallery bytes are no image
+        g.unlink()
+    figs = json.loads((rep / "data" / "figures.json").read_text())
+    (rep / "data" / "figures.json").write_text(
+        json.dumps([f for f in figs if not f.startswith("gallery_")])
+    )
+    pdf = R.compile_pdf(rep)
+    assert pdf.read_bytes()[:5] == b"%PDF-"

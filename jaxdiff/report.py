@@ -668,6 +668,79 @@ def _setting_text(v: Any) -> str:
     return "–" if v in (None, "") else str(v)
 
 
+#: Training flags of ``experiments/ddpm.py`` / ``cold.py`` per config field (see
+#: :func:`jaxdiff.cli.common_parser`); booleans are store-true flags.
+_FLAGS = {
+    ("model", "name"): "--model",
+    ("model", "hidden"): "--hidden",
+    ("model", "kernel_size"): "--kernel-size",
+    ("model", "ln_over_channels"): "--ln-over-channels",
+    ("model", "precision"): "--precision",
+    ("model", "conv_impl"): "--conv-impl",
+    ("model", "attention"): "--attention",
+    ("process", "T"): "--T",
+    ("process", "schedule"): "--schedule",
+    ("process", "beta1"): "--beta1",
+    ("process", "beta2"): "--beta2",
+    ("process", "degradation"): "--degradation",
+    ("process", "loss"): "--loss",
+    ("train", "lr"): "--lr",
+    ("train", "batch_size"): "--batch-size",
+    ("train", "epochs"): "--epochs",
+    ("train", "seed"): "--seed",
+    ("train", "ema_decay"): "--ema",
+    ("train", "limit"): "--limit",
+    ("train", "grad_clip"): "--grad-clip",
+}
+
+
+def training_command(config: dict, workdir: str) -> str | None:
+    """Reconstruct the training command of a recorded config (flags that differ from defaults).
+
+    The command is checked by parsing it back with the drivers' parser: it is returned only
+    if it gives exactly ``config``.
+
+    Args:
+        config: A run config dict (``config.json["config"]``).
+        workdir: The run folder to put after ``--workdir``.
+
+    Returns:
+        E.g. ``"python experiments/ddpm.py --lr 0.001 --epochs 20 --workdir results/x"``, or
+        ``None`` if no command of the drivers' flags reproduces the config.
+    """
+    from jaxdiff.cli import common_parser, config_from_args
+    from jaxdiff.config import Config
+
+    try:
+        want = Config.from_dict(config).to_dict()
+        kind = want["process"]["kind"]
+        base = ["--model", want["model"]["name"]]
+        if kind == "cold":
+            base += ["--degradation", want["process"]["degradation"]]
+        parser = common_parser(None, kind)
+
+        def parse(argv: list[str]) -> dict:
+            return config_from_args(parser.parse_args(argv), parser, kind).to_dict()
+
+        default = parse(base)
+        argv = base[:2] if want["model"]["name"] != "cnn" else []
+        argv += base[2:]  # cold: --degradation
+        for (sec, key), flag in _FLAGS.items():
+            v = want[sec].get(key)
+            if v == default[sec].get(key) or flag in argv:
+                continue
+            if isinstance(v, bool):
+                argv += [flag] if v else []
+            else:
+                argv += [flag, ",".join(map(str, v)) if isinstance(v, list | tuple) else str(v)]
+        if parse(argv) != want:
+            return None
+    except (ValueError, KeyError, TypeError, SystemExit):
+        return None
+    script = "ddpm.py" if kind == "ddpm" else "cold.py"
+    return " ".join(["python", f"experiments/{script}", *argv, "--workdir", workdir])
+
+
 def _machine_text(run: RunRecord) -> str:
     if run.machine:
         return run.machine if isinstance(run.machine, str) else json.dumps(run.machine)
@@ -708,7 +781,7 @@ class ReportBuilder:
 
     def run_numbers(self) -> None:
         """Per-run configuration, cost and headline numbers, and the reproducibility table."""
-        rows = []
+        rows, commands = [], []
         runs_json = {}
         for name, run in self.study.runs.items():
             cfg = run.config
@@ -737,6 +810,11 @@ class ReportBuilder:
             med = float(np.median(ips)) if ips else None
             self.num.put(f"{k}.img_s", med, _f(med, 0))
             self.num.put(f"{k}.machine", _machine_text(run))
+            cmd = training_command(cfg, f"results/{name}") if cfg else None
+            if cfg and cmd is None:
+                self.notes.append(f"run {name}: no driver command reproduces its config.")
+            self.num.put(f"{k}.command", cmd)
+            commands.append({"run": name, "display": run.display, "command": cmd})
             base = self.study.runs.get("ddpm_default")
             if base is not None and base is not run and base.config and cfg:
                 diff = config_diff(base.config, cfg)
@@ -785,6 +863,7 @@ class ReportBuilder:
             "rows": rows,
         }  # fmt: skip
         self._write("runs.json", runs_json)
+        self._write("commands.json", commands)
 
     def eval_numbers(self) -> None:
         """Headline evaluations, anchors, floor, comparisons and the fidelity table."""

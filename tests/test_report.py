@@ -305,3 +305,22 @@ def test_pdf_compiles_from_the_synthetic_tree(built, tmp_path):
     )
     pdf = R.compile_pdf(rep)
     assert pdf.read_bytes()[:5] == b"%PDF-"
+
+
+def test_training_command_round_trips_the_config(built):
+    _, _, _, data = built
+    cmd = {c["run"]: c["command"] for c in data["commands"]}
+    assert cmd["ddpm_alt"] == (
+        "python experiments/ddpm.py --hidden 8,8 --lr 0.001 --epochs 4 --workdir results/ddpm_alt"
+    )
+    cold = Config(
+        model=ModelConfig(name="unet", hidden=(8, 16, 16), attention=True),
+        process=ProcessConfig(kind="cold", T=20, degradation="blur", loss="l2"),
+        train=TrainConfig(epochs=3, ema_decay=0.999, seed=5),
+    )
+    c = R.training_command(cold.to_dict(), "results/c")
+    assert c.startswith("python experiments/cold.py --model unet --degradation blur ")
+    assert "--attention" in c and "--T 20" in c and "--loss l2" in c and "--ema 0.999" in c
+    # a setting no flag reaches (last_kernel_size) has no command
+    odd = Config(model=ModelConfig(last_kernel_size=5)).to_dict()
+    assert R.training_command(odd, "results/x") is None

@@ -383,7 +383,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
         ranks = rank_samples(scores)
     except USER_ERRORS as err:
         return fail(str(err))
-    result.update(info, n=args.n, eval_seconds=round(time.perf_counter() - t1, 2))
+    result.update(
+        info, n=args.n, eval_seed=args.eval_seed, eval_seconds=round(time.perf_counter() - t1, 2)
+    )
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "samples.npy", x)
     (out / "metrics.json").write_text(json.dumps(result, indent=2, default=float))

@@ -196,6 +196,30 @@ def generate(
     return np.concatenate(out)
 
 
+def machine_info() -> dict[str, Any]:
+    """Describe the machine a run ran on (CPU model, cores, platform, jax version, backend)."""
+    import os
+    import platform
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "device_count": jax.device_count(),
+    }
+
+
 def _check_resume_config(saved: dict, cfg: Config, workdir: Path) -> None:
     old = Config.from_dict(saved)
     a, b = old.to_dict(), cfg.to_dict()
@@ -287,7 +311,12 @@ def fit(
     if is_main:
         (workdir / "config.json").write_text(
             json.dumps(
-                {"config": cfg.to_dict(), "devices": [str(d) for d in jax.devices()]}, indent=2
+                {
+                    "config": cfg.to_dict(),
+                    "devices": [str(d) for d in jax.devices()],
+                    "machine": machine_info(),
+                },
+                indent=2,
             )
         )
 

@@ -191,6 +191,15 @@ def parse_args(argv=None):
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--what", default="train,sample")
     p.add_argument("--no-torch", action="store_true", help="jaxdiff only")
+    p.add_argument(
+        "--torch-omp",
+        default="PASSIVE",
+        help="OMP_WAIT_POLICY of the PyTorch process: PASSIVE (default; its best on a shared "
+        "machine, where spinning OpenMP threads collapse 3-4x), ACTIVE, or 'default'",
+    )
+    p.add_argument(
+        "--pause", type=float, default=1.0, help="seconds of idle before each timed call"
+    )
     args = p.parse_args(argv)
     args.precisions = args.precisions.split(",")
     args.what = args.what.split(",")
@@ -200,24 +209,112 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> dict:
-    """Run the benchmark; print one line per case and one ``ratio`` line per comparison."""
-    args = parse_args(argv)
+def _worker(side: str, args, conn) -> None:
+    """Child process owning one library's cases; times the case named on ``conn``."""
+    if side == "torch" and args.torch_omp != "default":
+        os.environ["OMP_WAIT_POLICY"] = args.torch_omp  # before torch loads its OpenMP
     images = np.random.default_rng(0).integers(0, 256, (4096, 28, 28), dtype=np.uint8)
-    cases = make_jax_cases(args, images)
-    if not args.no_torch:
-        cases.update(make_torch_cases(args, images))
-    print(f"warming up {len(cases)} cases ...", flush=True)
-    for fn in cases.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in cases}
+    try:
+        cases = make_jax_cases(args, images) if side == "jax" else make_torch_cases(args, images)
+        if side == "jax":
+            cases.update(make_gemm_cases())
+    except Exception as e:  # report set-up failures to the driver
+        conn.send(("error", repr(e)))
+        return
+    conn.send(("cases", list(cases)))
+    while True:
+        name = conn.recv()
+        if name is None:
+            return
+        try:
+            conn.send(("ok", cases[name]()))
+        except Exception as e:
+            conn.send(("error", f"{name}: {e!r}"))
+
+
+def make_gemm_cases() -> dict[str, Callable[[], float]]:
+    """XLA GEMM (2048^3) timings, fp32 and bf16 with fp32 accumulation: the in-run ceiling."""
+    import jax
+    import jax.numpy as jnp
+
+    cases = {}
+    for prec, dtype in (("fp32", jnp.float32), ("bf16", jnp.bfloat16)):
+        a = jnp.ones((2048, 2048), dtype)
+        f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
+
+        def once(f=f, a=a):
+            t0 = time.perf_counter()
+            for _ in range(3):
+                jax.block_until_ready(f(a, a))
+            return (time.perf_counter() - t0) / 3
+
+        cases[f"gemm {prec}"] = once
+    return cases
+
+
+def _ask(conn, name):
+    conn.send(name)
+    status, value = conn.recv()
+    if status != "ok":
+        raise RuntimeError(value)
+    return value
+
+
+def main(argv=None) -> dict:
+    """Run the benchmark; print one line per case and one ``ratio`` line per comparison.
+
+    Each library runs in its own child process (no shared thread pools), and the driver
+    times the cases round-robin, each jaxdiff case next to its PyTorch peer.
+    """
+    import multiprocessing as mp
+
+    args = parse_args(argv)
+    ctx = mp.get_context("spawn")
+    sides = ["jax"] if args.no_torch else ["jax", "torch"]
+    conns, procs, owner = {}, [], {}
+    for side in sides:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker, args=(side, args, child), daemon=True)
+        proc.start()
+        procs.append(proc)
+        status, value = parent.recv()
+        if status != "ok" and status != "cases":
+            raise RuntimeError(value)
+        conns[side] = parent
+        for name in value:
+            owner[name] = side
+    order = []
+    for prec in args.precisions:
+        for what in args.what:
+            order += [n for n in (f"jaxdiff {prec} {what}", f"torch {prec} {what}") if n in owner]
+    order += [n for n in owner if n.startswith("gemm")]
+    print(f"warming up {len(order)} cases ...", flush=True)
+    for name in order:
+        _ask(conns[owner[name]], name)
+    times: dict[str, list[float]] = {k: [] for k in order}
     for r in range(args.rounds):
-        for name, fn in cases.items():
-            times[name].append(fn())
+        for name in order:
+            # Let the other process's worker threads stop spin-waiting before timing.
+            time.sleep(args.pause)
+            times[name].append(_ask(conns[owner[name]], name))
         print(f"round {r + 1}/{args.rounds} done", flush=True)
+    for conn in conns.values():
+        conn.send(None)
+    for proc in procs:
+        proc.join(timeout=30)
     results = {"config": {k: v for k, v in vars(args).items() if k != "json"}, "cases": {}}
-    results["config"]["load_avg"] = os.getloadavg()
-    for name, ts in times.items():
+    results["config"]["load_avg_after"] = os.getloadavg()
+    gemm = {p: 2 * 2048**3 / statistics.median(times[f"gemm {p}"]) / 1e9 for p in ("fp32", "bf16")}
+    results["gemm_gflops"] = gemm
+    print(
+        f"in-run XLA GEMM 2048^3: fp32 {gemm['fp32']:.0f} GFLOP/s, bf16 {gemm['bf16']:.0f} "
+        f"GFLOP/s (SPEC ceilings: fp32 {CEILING_GFLOPS['fp32']:.0f}, "
+        f"bf16 {CEILING_GFLOPS['bf16']:.0f})"
+    )
+    for name in order:
+        if name.startswith("gemm"):
+            continue
+        ts = times[name]
         med = statistics.median(ts)
         ips = throughput(name, med, args)
         prec = name.split()[1]
@@ -238,14 +335,18 @@ def main(argv=None) -> dict:
         for what in args.what:
             j, t = f"jaxdiff {prec} {what}", f"torch {prec} {what}"
             if j in results["cases"] and t in results["cases"]:
-                ratio = results["cases"][j]["images_per_s"] / results["cases"][t]["images_per_s"]
-                results["ratios"][f"{prec} {what}"] = ratio
+                cj, ct = results["cases"][j], results["cases"][t]
+                ratio = cj["images_per_s"] / ct["images_per_s"]
+                # Per-round ratios (each pair timed back to back) show the spread.
+                pair = sorted(b / a for a, b in zip(cj["seconds"], ct["seconds"], strict=True))
+                results["ratios"][f"{prec} {what}"] = {"median": ratio, "per_round": pair}
                 print(
-                    f"{what:6s} {prec}: jaxdiff {results['cases'][j]['images_per_s']:.1f} vs "
-                    f"torch {results['cases'][t]['images_per_s']:.1f} -> ratio {ratio:.2f} "
-                    f"(jaxdiff {results['cases'][j]['gflops']:.0f} GFLOP/s, "
-                    f"{100 * results['cases'][j]['ceiling_share']:.0f}% of ceiling)"
+                    f"{what:6s} {prec}: jaxdiff {cj['images_per_s']:.1f} vs "
+                    f"torch {ct['images_per_s']:.1f} -> ratio {ratio:.2f} "
+                    f"(rounds {pair[0]:.2f}..{pair[-1]:.2f}; jaxdiff {cj['gflops']:.0f} GFLOP/s, "
+                    f"{100 * cj['ceiling_share']:.0f}% of ceiling)"
                 )
+    print(f"load average after the run: {results['config']['load_avg_after']}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

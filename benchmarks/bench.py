@@ -198,6 +198,11 @@ def parse_args(argv=None):
         "machine, where spinning OpenMP threads collapse 3-4x), ACTIVE, or 'default'",
     )
     p.add_argument(
+        "--no-malloc-tuning",
+        action="store_true",
+        help="leave glibc malloc at its defaults in both processes",
+    )
+    p.add_argument(
         "--pause", type=float, default=1.0, help="seconds of idle before each timed call"
     )
     args = p.parse_args(argv)
@@ -269,6 +274,15 @@ def main(argv=None) -> dict:
     import multiprocessing as mp
 
     args = parse_args(argv)
+    if args.no_malloc_tuning:
+        os.environ["JAXDIFF_MALLOC_TUNING"] = "0"
+    else:
+        # The same allocator settings for both processes: jaxdiff applies them itself
+        # (jaxdiff.ops.configure_cpu_allocator); PyTorch reads them from the environment.
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from jaxdiff.ops import MALLOC_ENV
+
+        os.environ.update(MALLOC_ENV)
     ctx = mp.get_context("spawn")
     sides = ["jax"] if args.no_torch else ["jax", "torch"]
     conns, procs, owner = {}, [], {}

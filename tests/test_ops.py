@@ -1,5 +1,7 @@
 """The fast (Fourier-as-matmul) convolution equals XLA's reference convolution."""
 
+import platform
+import sys
 from functools import partial
 
 import jax
@@ -209,3 +211,18 @@ def test_cnn_fast_equals_xla_bf16_output():
     # Both bf16 paths are near the fp32 network, with errors of the same order.
     assert _rel_err(y_fast, y_32) < 5e-2
     assert _rel_err(y_fast, y_32) < 3 * _rel_err(y_xla, y_32) + 1e-2
+
+
+def test_allocator_tuning_opt_out(monkeypatch):
+    monkeypatch.setenv("JAXDIFF_MALLOC_TUNING", "0")
+    assert ops.configure_cpu_allocator() is False
+    monkeypatch.delenv("JAXDIFF_MALLOC_TUNING")
+    applied = ops.configure_cpu_allocator()
+    assert isinstance(applied, bool)
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert applied
+    assert set(ops.MALLOC_ENV) == {
+        "MALLOC_MMAP_THRESHOLD_",
+        "MALLOC_TRIM_THRESHOLD_",
+        "MALLOC_ARENA_MAX",
+    }

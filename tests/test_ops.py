@@ -226,3 +226,59 @@ def test_allocator_tuning_opt_out(monkeypatch):
         "MALLOC_TRIM_THRESHOLD_",
         "MALLOC_ARENA_MAX",
     }
+
+
+def _ln_gelu_reference(x, scale, bias, axes, eps=1e-5):
+    xf = x.astype(jnp.float32)
+    mean = xf.mean(axis=axes, keepdims=True)
+    var = jnp.square(xf - mean).mean(axis=axes, keepdims=True)
+    z = (xf - mean) / jnp.sqrt(var + eps) * scale + bias
+    return jax.nn.gelu(z, approximate=False).astype(x.dtype)
+
+
+@pytest.mark.parametrize(
+    "axes,pshape,dtype,tol",
+    [
+        ((1, 2), (9, 7, 1), jnp.float32, 1e-5),
+        ((1, 2, 3), (9, 7, 5), jnp.float32, 1e-5),
+        ((1, 2), (9, 7, 1), jnp.bfloat16, 3e-2),
+    ],
+)
+def test_layer_norm_gelu_equals_reference(axes, pshape, dtype, tol):
+    kx, ks, kb, kg = jax.random.split(jax.random.key(4), 4)
+    x = 3.0 * jax.random.normal(kx, (3, 9, 7, 5)) + 1.0
+    scale = 1.0 + 0.3 * jax.random.normal(ks, pshape)
+    bias = 0.3 * jax.random.normal(kb, pshape)
+    cot = jax.random.normal(kg, x.shape)
+
+    def run(fn):
+        def f(x, scale, bias):
+            y = fn(x.astype(dtype), scale, bias, axes).astype(jnp.float32)
+            return jnp.sum(y * cot), y
+
+        return jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True)(x, scale, bias)
+
+    (_, y), grads = jax.jit(lambda: run(ops.layer_norm_gelu))()
+    (_, y_ref), grads_ref = jax.jit(lambda: run(_ln_gelu_reference))()
+    assert _rel_err(y, y_ref) < tol
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        assert g.shape == g_ref.shape
+        assert _rel_err(g, g_ref) < tol
+
+
+def test_layer_norm_gelu_rejects_bad_params():
+    x = jnp.zeros((2, 4, 4, 3))
+    with pytest.raises(ValueError, match="broadcast"):
+        ops.layer_norm_gelu(x, jnp.ones((5, 4, 1)), jnp.zeros((4, 4, 1)))
+    with pytest.raises(ValueError, match="axes"):
+        ops.layer_norm_gelu(x, jnp.ones((4, 4, 1)), jnp.zeros((4, 4, 1)), axes=(1, 1))
+
+
+def test_gelu_erf_equals_jax_gelu():
+    x = jnp.linspace(-8.0, 8.0, 2001)
+    np.testing.assert_allclose(
+        ops.gelu_erf(x), jax.nn.gelu(x, approximate=False), rtol=1e-6, atol=1e-6
+    )
+    g = jax.vmap(jax.grad(ops.gelu_erf))(x)
+    g_ref = jax.vmap(jax.grad(lambda v: jax.nn.gelu(v, approximate=False)))(x)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-6)

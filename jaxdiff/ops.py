@@ -274,23 +274,38 @@ def _complex_mix(xs: jax.Array, ks: jax.Array, dtype) -> jax.Array:
     return jnp.stack([yr, yi], 1).reshape(f, b2, o)
 
 
-def _complex_mix_grads(xs, ks, gy, dtype):
-    """Gradients of :func:`_complex_mix` with respect to ``xs`` and ``ks``."""
-    f, b2, c = xs.shape
-    b, o = b2 // 2, ks.shape[2] // 2
-    g = gy.reshape(f, 2, b, o)
-    gr, gi = g[:, 0], g[:, 1]
-    # d xs: Re: gYr Kr^T + gYi Ki^T ; Im: -gYr Ki^T + gYi Kr^T, via rows [gYr; gYi] @ [Kr^T | Ki^T].
-    kt = jnp.concatenate([ks[:, :, :o].transpose(0, 2, 1), ks[:, :, o:].transpose(0, 2, 1)], 2)
+def _kernel_blocks_t(ks: jax.Array) -> jax.Array:
+    """``(F, C, 2O)`` = ``[Kr | Ki]`` -> ``(F, O, 2C)`` = ``[Kr^T | Ki^T]``."""
+    o = ks.shape[2] // 2
+    return jnp.concatenate([ks[:, :, :o].transpose(0, 2, 1), ks[:, :, o:].transpose(0, 2, 1)], 2)
+
+
+def _mix_grad_input(gy: jax.Array, kt: jax.Array, dtype) -> jax.Array:
+    """Gradient of :func:`_complex_mix` with respect to ``xs``: ``(F, 2B, C)``."""
+    f, b2, _ = gy.shape
+    b, c = b2 // 2, kt.shape[2] // 2
+    # Re: gYr Kr^T + gYi Ki^T ; Im: -gYr Ki^T + gYi Kr^T, via rows [gYr; gYi] @ [Kr^T | Ki^T].
     q = _bmm(gy, kt, dtype).reshape(f, 2, b, 2, c)
     dxr = q[:, 0, :, 0] + q[:, 1, :, 1]
     dxi = q[:, 1, :, 0] - q[:, 0, :, 1]
-    dxs = jnp.stack([dxr, dxi], 1).reshape(f, b2, c)
-    # d ks: Re: Xr^T gYr + Xi^T gYi ; Im: Xr^T gYi - Xi^T gYr  (contract over the 2B rows).
-    gk = jnp.concatenate(
-        [gy.reshape(f, b2, o), jnp.stack([gi, -gr], 1).reshape(f, b2, o)], axis=2
-    )  # (F, 2B, 2O)
-    dks = _bmm(xs, gk, dtype, contract_a=1, contract_b=1)  # (F, C, 2O)
+    return jnp.stack([dxr, dxi], 1).reshape(f, b2, c)
+
+
+def _mix_grad_kernel_operand(gy: jax.Array) -> jax.Array:
+    """``(F, 2B, 2O)`` such that ``d ks = xs^T @ it`` (contracting the ``2B`` rows).
+
+    ``d Kr = Xr^T gYr + Xi^T gYi`` and ``d Ki = Xr^T gYi - Xi^T gYr``.
+    """
+    f, b2, o = gy.shape
+    g = gy.reshape(f, 2, b2 // 2, o)
+    swapped = jnp.stack([g[:, 1], -g[:, 0]], 1).reshape(f, b2, o)
+    return jnp.concatenate([gy, swapped], axis=2)
+
+
+def _complex_mix_grads(xs, ks, gy, dtype):
+    """Gradients of :func:`_complex_mix` with respect to ``xs`` and ``ks``."""
+    dxs = _mix_grad_input(gy, _kernel_blocks_t(ks), dtype)
+    dks = _bmm(xs, _mix_grad_kernel_operand(gy), dtype, contract_a=1, contract_b=1)
     return dxs, dks
 
 
@@ -318,33 +333,40 @@ def _chunks(n: int, chunk: int) -> tuple[int, int, int]:
     return n // size, size, n % size
 
 
-def _nhwc_blocks(fn, x: jax.Array, chunk: int, *more: jax.Array):
-    """Apply ``fn(x_hwbc, *more_hwbc) -> (y_hwbc, extra)`` over batch chunks of NHWC arrays.
+def _nhwc_map(fn, chunk: int, *arrays: jax.Array):
+    """Apply ``fn(*blocks_hwbc) -> (y_hwbc, extra)`` over batch chunks of NHWC ``arrays``.
 
     Each chunk is transposed to HWBC inside the loop, so its intermediates stay in cache.
-    Returns the NHWC concatenation of the ``y`` blocks and the sum of the ``extra`` values.
+
+    Returns:
+        ``(y, parts)``: the NHWC concatenation of the ``y`` blocks, and a list of the
+        ``extra`` pytrees stacked over chunks (one entry for the full chunks, one more for
+        a last partial chunk).
     """
-    n = x.shape[0]
+    n = arrays[0].shape[0]
     count, size, rest = _chunks(n, chunk)
 
     def one(args):
         y, extra = fn(*(a.transpose(1, 2, 0, 3) for a in args))
         return y.transpose(2, 0, 1, 3), extra
 
-    arrays = (x, *more)
     head = [a[: count * size].reshape(count, size, *a.shape[1:]) for a in arrays]
     if count == 1:
         y, extra = one([a[0] for a in head])
-        ys = y[None]
+        ys, extras = y[None], jax.tree.map(lambda e: e[None], extra)
     else:
         ys, extras = jax.lax.map(one, tuple(head))
-        extra = jax.tree.map(lambda e: e.sum(0), extras)
     y = ys.reshape(count * size, *ys.shape[2:])
+    parts = [extras]
     if rest:
         y_rest, extra_rest = one([a[count * size :] for a in arrays])
         y = jnp.concatenate([y, y_rest], axis=0)
-        extra = jax.tree.map(jnp.add, extra, extra_rest)
-    return y, extra
+        parts.append(jax.tree.map(lambda e: e[None], extra_rest))
+    return y, parts
+
+
+def _is_small(kernel_shape: tuple[int, ...]) -> bool:
+    return kernel_shape[0] * kernel_shape[1] <= SMALL_KERNEL_TAPS
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -358,33 +380,48 @@ def _fourier_nhwc_fwd(x, kernel, chunk):
     dtype = _compute_dtype(x.dtype)
     m = _dft_mats(h, w, kh, kw)
     ks = _kernel_spectrum(kernel, m)
+    small = _is_small(kernel.shape)
 
     def fn(xb):
-        return _conv_hwbc(xb, ks, m, dtype).astype(x.dtype), jnp.zeros((), jnp.float32)
+        xs = _spectrum(xb, m, dtype)
+        y = _synthesis(_complex_mix(xs, ks, dtype), m, h, w, dtype).astype(x.dtype)
+        # Large kernels keep each chunk's spectrum for the kernel gradient.
+        return y, (None if small else xs.astype(dtype))
 
-    y, _ = _nhwc_blocks(fn, x, chunk)
-    return y, (x, ks, kernel)
+    y, xs_parts = _nhwc_map(fn, chunk, x)
+    if small:
+        return y, (x, None, kernel)
+    return y, (xs_parts, ks, kernel)
 
 
 def _fourier_nhwc_bwd(chunk, res, g):
-    x, ks, kernel = res
-    _, h, w, _ = x.shape
-    kh, kw, _, _ = kernel.shape
-    if kh * kw <= SMALL_KERNEL_TAPS:
+    saved, ks, kernel = res
+    if _is_small(kernel.shape):
         # Small kernels: XLA's own convolution gradients are faster (measured, 3x3).
-        _, vjp = jax.vjp(conv2d_reference, x, kernel.astype(x.dtype))
+        _, vjp = jax.vjp(conv2d_reference, saved, kernel.astype(saved.dtype))
         dx, dk = vjp(g)
         return dx, dk.astype(kernel.dtype)
-    dtype = _compute_dtype(x.dtype)
+    n, h, w, _ = g.shape
+    kh, kw, c, _ = kernel.shape
+    dtype = _compute_dtype(g.dtype)
     m = _dft_mats(h, w, kh, kw)
+    kt = _kernel_blocks_t(ks)
 
-    def fn(xb, gb):
-        dx, dks = _conv_hwbc_grads(xb, ks, gb.astype(jnp.float32), m, dtype)
-        return dx.astype(x.dtype), dks
+    def fn(gb):
+        gy = _synthesis_adjoint(gb.astype(jnp.float32), m, dtype)
+        dxs = _mix_grad_input(gy, kt, dtype)
+        dx = _spectrum_adjoint(dxs, m, (h, w, gb.shape[2], c), dtype)
+        return dx.astype(g.dtype), _mix_grad_kernel_operand(gy).astype(dtype)
 
-    # One block: the kernel-gradient product contracts over the batch, and short
-    # contractions (small chunks) run far below GEMM speed (measured: whole batch fastest).
-    dx, dks = _nhwc_blocks(fn, x, x.shape[0], g)
+    dx, gk_parts = _nhwc_map(fn, chunk, g)
+    # The kernel gradient is one product per frequency over all chunks and images:
+    # contract (chunk, row) of the saved spectra with the matching gradient operands.
+    dks = sum(
+        jax.lax.dot_general(
+            xs, gk, (((0, 2), (0, 2)), ((1,), (1,))), preferred_element_type=jnp.float32
+        )
+        for xs, gk in zip(saved, gk_parts, strict=True)
+    )
     dk = _kernel_spectrum_adjoint(dks, m, kernel.shape)
     return dx, dk.astype(kernel.dtype)
 

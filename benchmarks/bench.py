@@ -1,8 +1,8 @@
-"""jaxdiff vs the PyTorch starter: train-step and sampler throughput, in one process run.
+"""jaxdiff vs the PyTorch starter: train-step and sampler throughput, in one run.
 
 Usage::
 
-    python benchmarks/bench.py            # full run (about 3-5 minutes on 2 cores)
+    python benchmarks/bench.py            # full run (about 5 minutes on 2 cores)
     python benchmarks/bench.py --quick    # fewer steps and rounds
     python benchmarks/bench.py --json results.json
 
@@ -10,22 +10,30 @@ Both sides run the starter model (SPEC section 2: CNN (16, 32, 32, 16), 7x7 conv
 128) on the same random ``uint8`` images (throughput does not depend on the pixels):
 
 * train step: loss (Alg. 18.1) + backward + Adam update. jaxdiff runs
-  ``jaxdiff.train.make_run_steps`` (many steps scanned per dispatch); PyTorch runs its
-  usual Python loop over ``loss.backward(); opt.step()``.
+  ``jaxdiff.train.make_run_steps`` (``--train-steps`` steps scanned per dispatch); PyTorch
+  its usual Python loop over ``loss.backward(); opt.step()``.
 * sampler: the ancestral sampler (Alg. 18.2) over ``--sample-steps`` steps, reported as
   images/s per 100 denoising steps. jaxdiff runs ``jaxdiff.sampling.ddpm_sample`` (one
   jitted scan), PyTorch the starter's loop under ``inference_mode``.
 
 Comparisons: jaxdiff fp32 vs PyTorch fp32, and jaxdiff bf16 (bf16 compute, fp32 master
-weights and accumulation) vs PyTorch ``autocast(bfloat16)``. The cases are measured
-interleaved (round-robin over ``--rounds`` rounds) and the median of each is reported, so
-load from other processes affects both sides alike. Each line with a ratio reads
-``ratio = jaxdiff / PyTorch`` (higher is better for jaxdiff).
+weights and accumulation) vs PyTorch ``autocast(bfloat16)``. Each library runs in its own
+child process; the driver times the cases round-robin (each jaxdiff case right next to its
+PyTorch peer, after ``--pause`` seconds of idle) over ``--rounds`` rounds and reports the
+median of each, so load from other processes affects both sides alike. Each line with a
+ratio reads ``ratio = jaxdiff / PyTorch`` (higher is better for jaxdiff), with the range of
+the per-round ratios.
+
+Fairness settings, both on by default: both processes get the same glibc allocator settings
+(``jaxdiff.ops.MALLOC_ENV``; jaxdiff applies them itself at import), and PyTorch runs with
+``OMP_WAIT_POLICY=PASSIVE``: on a shared machine its spinning OpenMP threads otherwise lose
+3-4x. ``--no-malloc-tuning`` and ``--torch-omp default`` turn them off.
 
 GFLOP/s are nominal: the direct-convolution FLOP count of the model (forward 0.159 GFLOP
 per image, a training step 3x that, 0.48), divided by the measured time, whatever
-algorithm ran; the share is against the machine's measured GEMM ceiling (fp32 ~360 GFLOP/s,
-bf16 ~1140 GFLOP/s, SPEC section 6).
+algorithm ran (jaxdiff's Fourier convolution does ~4x fewer FLOPs); the share is against
+SPEC section 6's GEMM ceilings (fp32 ~360, bf16 ~1140 GFLOP/s). An XLA 2048^3 GEMM is timed
+in the same rounds and printed as the in-run ceiling.
 """
 
 from __future__ import annotations
@@ -274,6 +282,7 @@ def main(argv=None) -> dict:
     import multiprocessing as mp
 
     args = parse_args(argv)
+    load_before = os.getloadavg()
     if args.no_malloc_tuning:
         os.environ["JAXDIFF_MALLOC_TUNING"] = "0"
     else:
@@ -317,7 +326,8 @@ def main(argv=None) -> dict:
     for proc in procs:
         proc.join(timeout=30)
     results = {"config": {k: v for k, v in vars(args).items() if k != "json"}, "cases": {}}
-    results["config"]["load_avg_after"] = os.getloadavg()
+    results["config"]["load_avg_before"] = load_before
+    results["config"]["load_avg"] = os.getloadavg()  # after the run
     gemm = {p: 2 * 2048**3 / statistics.median(times[f"gemm {p}"]) / 1e9 for p in ("fp32", "bf16")}
     results["gemm_gflops"] = gemm
     print(
@@ -344,7 +354,7 @@ def main(argv=None) -> dict:
             f"{name:22s} {ips:8.1f} {unit:20s} {gf:7.1f} GFLOP/s "
             f"({100 * gf / CEILING_GFLOPS[prec]:4.1f}% of {CEILING_GFLOPS[prec]:.0f})"
         )
-    results["ratios"] = {}
+    results["ratios"], results["ratio_rounds"] = {}, {}
     for prec in args.precisions:
         for what in args.what:
             j, t = f"jaxdiff {prec} {what}", f"torch {prec} {what}"
@@ -353,14 +363,18 @@ def main(argv=None) -> dict:
                 ratio = cj["images_per_s"] / ct["images_per_s"]
                 # Per-round ratios (each pair timed back to back) show the spread.
                 pair = sorted(b / a for a, b in zip(cj["seconds"], ct["seconds"], strict=True))
-                results["ratios"][f"{prec} {what}"] = {"median": ratio, "per_round": pair}
+                results["ratios"][f"{prec} {what}"] = ratio
+                results["ratio_rounds"][f"{prec} {what}"] = pair
                 print(
                     f"{what:6s} {prec}: jaxdiff {cj['images_per_s']:.1f} vs "
                     f"torch {ct['images_per_s']:.1f} -> ratio {ratio:.2f} "
                     f"(rounds {pair[0]:.2f}..{pair[-1]:.2f}; jaxdiff {cj['gflops']:.0f} GFLOP/s, "
                     f"{100 * cj['ceiling_share']:.0f}% of ceiling)"
                 )
-    print(f"load average after the run: {results['config']['load_avg_after']}")
+    print(
+        f"load average (1, 5, 15 min) before the run: {load_before}, "
+        f"after: {results['config']['load_avg']}"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -340,6 +340,14 @@ def _chunks(n: int, chunk: int) -> tuple[int, int, int]:
     return n // size, size, n % size
 
 
+def _to_bits(a: jax.Array) -> jax.Array:
+    return jax.lax.bitcast_convert_type(a, jnp.uint16) if a.dtype == jnp.bfloat16 else a
+
+
+def _from_bits(a: jax.Array) -> jax.Array:
+    return jax.lax.bitcast_convert_type(a, jnp.bfloat16) if a.dtype == jnp.uint16 else a
+
+
 def _nhwc_map(fn, chunk: int, *arrays: jax.Array):
     """Apply ``fn(*blocks_hwbc) -> (y_hwbc, extra)`` over batch chunks of NHWC ``arrays``.
 
@@ -357,12 +365,17 @@ def _nhwc_map(fn, chunk: int, *arrays: jax.Array):
         y, extra = fn(*(a.transpose(1, 2, 0, 3) for a in args))
         return y.transpose(2, 0, 1, 3), extra
 
+    def one_bits(args):
+        return jax.tree.map(_to_bits, one(args))
+
     head = [a[: count * size].reshape(count, size, *a.shape[1:]) for a in arrays]
     if count == 1:
         y, extra = one([a[0] for a in head])
         ys, extras = y[None], jax.tree.map(lambda e: e[None], extra)
     else:
-        ys, extras = jax.lax.map(one, tuple(head))
+        # bfloat16 loop outputs travel as uint16 bits: XLA's CPU backend would otherwise
+        # widen the whole stacked output buffer to float32 and back on every iteration.
+        ys, extras = jax.tree.map(_from_bits, jax.lax.map(one_bits, tuple(head)))
     y = ys.reshape(count * size, *ys.shape[2:])
     parts = [extras]
     if rest:

@@ -288,8 +288,11 @@ def main(argv=None) -> dict:
     else:
         # The same allocator settings for both processes: jaxdiff applies them itself
         # (jaxdiff.ops.configure_cpu_allocator); PyTorch reads them from the environment.
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        from jaxdiff.ops import MALLOC_ENV
+        try:
+            from jaxdiff.ops import MALLOC_ENV
+        except ImportError:  # running from a checkout without installing jaxdiff
+            sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            from jaxdiff.ops import MALLOC_ENV
 
         os.environ.update(MALLOC_ENV)
     ctx = mp.get_context("spawn")

@@ -408,16 +408,17 @@ def fit(
         if is_main:
             _write_metrics(workdir / "metrics.jsonl", records)
             plotting.plot_loss_curve(records, workdir / "loss.png")
-        if is_main and last_epoch:
-            ckpt.export_params(
-                workdir / "final", cfg, state.ema_params, {"epoch": epoch + 1, "step": rec["step"]}
-            )
         if progress:
             print(
                 f"epoch {epoch + 1}: loss {rec['loss']:.4f}  {rec['images_per_s']:.0f} img/s  "
                 f"{epoch_s:.1f} s",
                 flush=True,
             )
+    if is_main:  # also when resuming a run that was already complete
+        done = int(records[-1]["epoch"]) if records else start_epoch
+        ckpt.export_params(
+            workdir / "final", cfg, state.ema_params, {"epoch": done, "step": int(state.step)}
+        )
     return state, records
 
 

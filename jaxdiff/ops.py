@@ -25,7 +25,8 @@ passes than one block). The backward pass is a hand-written ``jax.custom_vjp``: 
 gradient runs the same transforms in reverse, the kernel gradient is one batched matmul over
 the saved input spectrum (``(F, Cin, 2B) @ (F, 2B, 2 Cout)``), mapped back to the ``k x k``
 taps by the adjoint of the (tiny) kernel transform. XLA's CPU weight-gradient convolution,
-the bottleneck of the reference path, is not used for kernels larger than 3x3.
+the bottleneck of the reference path, is not used. Kernels of 3x3 and smaller go to XLA's
+convolution, which is as fast or faster for them.
 
 :func:`layer_norm_gelu` and :func:`gelu_erf` are the starter block's LayerNorm + GELU with
 a cheaper formulation and a hand-written backward, for the model code to adopt.
@@ -385,10 +386,6 @@ def _nhwc_map(fn, chunk: int, *arrays: jax.Array):
     return y, parts
 
 
-def _is_small(kernel_shape: tuple[int, ...]) -> bool:
-    return kernel_shape[0] * kernel_shape[1] <= SMALL_KERNEL_TAPS
-
-
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _fourier_nhwc(x: jax.Array, kernel: jax.Array, chunk: int) -> jax.Array:
     return _fourier_nhwc_fwd(x, kernel, chunk)[0]
@@ -400,28 +397,19 @@ def _fourier_nhwc_fwd(x, kernel, chunk):
     dtype = _compute_dtype(x.dtype)
     m = _dft_mats(h, w, kh, kw)
     ks = _kernel_spectrum(kernel, m)
-    small = _is_small(kernel.shape)
 
     def fn(xb):
         xs = _spectrum(xb, m, dtype)
         y = _synthesis(_complex_mix(xs, ks, dtype), m, h, w, dtype).astype(x.dtype)
-        # Large kernels keep each chunk's spectrum for the kernel gradient.
-        return y, (None if small else xs.astype(dtype))
+        return y, xs.astype(dtype)  # each chunk's spectrum, kept for the kernel gradient
 
     y, xs_parts = _nhwc_map(fn, chunk, x)
-    if small:
-        return y, (x, None, kernel)
     return y, (xs_parts, ks, kernel)
 
 
 def _fourier_nhwc_bwd(chunk, res, g):
-    saved, ks, kernel = res
-    if _is_small(kernel.shape):
-        # Small kernels: XLA's own convolution gradients are faster (measured, 3x3).
-        _, vjp = jax.vjp(conv2d_reference, saved, kernel.astype(saved.dtype))
-        dx, dk = vjp(g)
-        return dx, dk.astype(kernel.dtype)
-    n, h, w, _ = g.shape
+    xs_parts, ks, kernel = res
+    _, h, w, _ = g.shape
     kh, kw, c, _ = kernel.shape
     dtype = _compute_dtype(g.dtype)
     m = _dft_mats(h, w, kh, kw)
@@ -440,7 +428,7 @@ def _fourier_nhwc_bwd(chunk, res, g):
         jax.lax.dot_general(
             xs, gk, (((0, 2), (0, 2)), ((1,), (1,))), preferred_element_type=jnp.float32
         )
-        for xs, gk in zip(saved, gk_parts, strict=True)
+        for xs, gk in zip(xs_parts, gk_parts, strict=True)
     )
     dk = _kernel_spectrum_adjoint(dks, m, kernel.shape)
     return dx, dk.astype(kernel.dtype)
@@ -475,8 +463,9 @@ def _fourier_hwbc_bwd(res, g):
 
 _fourier_hwbc.defvjp(_fourier_hwbc_fwd, _fourier_hwbc_bwd)
 
-#: Kernels with at most this many taps (3x3) take XLA's convolution gradients in the
-#: backward pass of :func:`conv2d_fourier` (faster there); larger ones the Fourier route.
+#: Kernels with at most this many taps (3x3) go to XLA's convolution in
+#: :func:`conv2d_fourier`: for them the Fourier route is no faster overall (measured with
+#: ``benchmarks/conv_layers.py``: 0.6x-1.6x forward, 0.9x-1.0x forward + backward).
 SMALL_KERNEL_TAPS = 9
 
 #: Images per block of the NHWC Fourier convolution (see :func:`conv2d_fourier`).
@@ -511,9 +500,9 @@ def conv2d_fourier(x: jax.Array, kernel: jax.Array, chunk: int = DEFAULT_CHUNK) 
     is computed once per call. The forward pass keeps each chunk's input spectrum; the
     backward pass loops over the same chunks for the input gradient and then computes the
     kernel gradient as one product per frequency contracting over all chunks and images
-    (short per-chunk contractions run far below GEMM speed). Routes chosen by measurement
-    on the 2-core CPU: kernels of at most :data:`SMALL_KERNEL_TAPS` taps (3x3) take
-    XLA's convolution gradients in the backward pass, and 1x1 kernels XLA's convolution.
+    (short per-chunk contractions run far below GEMM speed). Kernels of at most
+    :data:`SMALL_KERNEL_TAPS` taps (3x3, 1x1) go to :func:`conv2d_reference`, which is as
+    fast or faster for them (measured).
 
     Args:
         x: Input ``(B, H, W, Cin)``, ``float32`` or ``bfloat16``.
@@ -529,8 +518,8 @@ def conv2d_fourier(x: jax.Array, kernel: jax.Array, chunk: int = DEFAULT_CHUNK) 
     _check_shapes(x.shape, kernel.shape, "NHWC")
     if not (isinstance(chunk, int) and chunk > 0):
         raise ValueError(f"chunk must be a positive int, got {chunk!r}.")
-    if kernel.shape[0] * kernel.shape[1] == 1:
-        return conv2d_reference(x, kernel)  # 1x1: a plain matmul, nothing to transform
+    if kernel.shape[0] * kernel.shape[1] <= SMALL_KERNEL_TAPS:
+        return conv2d_reference(x, kernel)
     return _fourier_nhwc(x, kernel, chunk)
 
 

@@ -463,6 +463,47 @@ def _fourier_hwbc_bwd(res, g):
 
 _fourier_hwbc.defvjp(_fourier_hwbc_fwd, _fourier_hwbc_bwd)
 
+
+@jax.custom_vjp
+def conv2d_loopsafe(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """XLA's 'SAME' convolution with a gradient that stays fast inside ``lax.scan``.
+
+    On XLA:CPU the convolutions JAX derives for a convolution's gradient run one to two
+    orders of magnitude slower in a loop body than outside one (jax-ml/jax#12868; measured
+    here: a UNet train step inside the epoch scan at ~3 images/s). This keeps XLA's forward
+    convolution and writes the backward pass as a forward convolution of the cotangent with
+    the flipped, in/out-swapped kernel (input gradient) and an im2col contraction with
+    ``float32`` accumulation (kernel gradient). Same contract as :func:`conv2d_reference`.
+
+    Args:
+        x: Input ``(B, H, W, Cin)``, ``float32`` or ``bfloat16``.
+        kernel: Kernel ``(kh, kw, Cin, Cout)``, odd sizes, same dtype as ``x``.
+
+    Returns:
+        Output ``(B, H, W, Cout)``.
+    """
+    return conv2d_reference(x, kernel)
+
+
+def _loopsafe_fwd(x, kernel):
+    return conv2d_reference(x, kernel), (x, kernel)
+
+
+def _loopsafe_bwd(res, dy):
+    x, kernel = res
+    kh, kw = kernel.shape[:2]
+    rh, rw = kh // 2, kw // 2
+    _, h, w, _ = x.shape
+    dx = conv2d_reference(dy.astype(x.dtype), jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
+    xp = jnp.pad(x, ((0, 0), (rh, rh), (rw, rw), (0, 0)))
+    cols = jnp.stack([xp[:, i : i + h, j : j + w] for i in range(kh) for j in range(kw)], 3)
+    dk = jnp.einsum("bhwpc,bhwo->pco", cols, dy.astype(x.dtype), preferred_element_type=jnp.float32)
+    return dx.astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
+
+
+conv2d_loopsafe.defvjp(_loopsafe_fwd, _loopsafe_bwd)
+
+
 #: Kernels with at most this many taps (3x3) go to XLA's convolution in
 #: :func:`conv2d_fourier`: for them the Fourier route is no faster overall (measured with
 #: ``benchmarks/conv_layers.py``: 0.6x-1.6x forward, 0.9x-1.0x forward + backward).
@@ -501,8 +542,8 @@ def conv2d_fourier(x: jax.Array, kernel: jax.Array, chunk: int = DEFAULT_CHUNK) 
     backward pass loops over the same chunks for the input gradient and then computes the
     kernel gradient as one product per frequency contracting over all chunks and images
     (short per-chunk contractions run far below GEMM speed). Kernels of at most
-    :data:`SMALL_KERNEL_TAPS` taps (3x3, 1x1) go to :func:`conv2d_reference`, which is as
-    fast or faster for them (measured).
+    :data:`SMALL_KERNEL_TAPS` taps (3x3, 1x1) go to :func:`conv2d_loopsafe` (XLA's
+    convolution, which is as fast or faster for them, with a loop-friendly gradient).
 
     Args:
         x: Input ``(B, H, W, Cin)``, ``float32`` or ``bfloat16``.
@@ -519,7 +560,7 @@ def conv2d_fourier(x: jax.Array, kernel: jax.Array, chunk: int = DEFAULT_CHUNK) 
     if not (isinstance(chunk, int) and chunk > 0):
         raise ValueError(f"chunk must be a positive int, got {chunk!r}.")
     if kernel.shape[0] * kernel.shape[1] <= SMALL_KERNEL_TAPS:
-        return conv2d_reference(x, kernel)
+        return conv2d_loopsafe(x, kernel)
     return _fourier_nhwc(x, kernel, chunk)
 
 
@@ -640,7 +681,11 @@ def layer_norm_gelu(
 # --------------------------------------------------------------------------------------
 # Registry.
 
-_CONVS: dict[str, ConvFn] = {"xla": conv2d_reference, "fast": conv2d_fourier}
+_CONVS: dict[str, ConvFn] = {
+    "xla": conv2d_reference,
+    "fast": conv2d_fourier,
+    "loopsafe": conv2d_loopsafe,
+}
 
 
 def register_conv(name: str, fn: ConvFn) -> None:

@@ -285,3 +285,31 @@ def test_gelu_erf_equals_jax_gelu():
     g = jax.vmap(jax.grad(ops.gelu_erf))(x)
     g_ref = jax.vmap(jax.grad(lambda v: jax.nn.gelu(v, approximate=False)))(x)
     np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("k, cin, cout", [(3, 4, 8), (1, 8, 4), (3, 16, 1)])
+def test_loopsafe_conv_matches_reference_in_a_scan(k, cin, cout):
+    from jaxdiff.ops import conv2d_loopsafe, conv2d_reference
+
+    kx, kk, kg = jax.random.split(jax.random.PRNGKey(k * cin + cout), 3)
+    x = jax.random.normal(kx, (3, 12, 12, cin))
+    w = jax.random.normal(kk, (k, k, cin, cout)) * 0.2
+    g = jax.random.normal(kg, (3, 12, 12, cout))
+
+    def loss(conv, x, w):
+        return jnp.sum(conv(x, w) * g)
+
+    def scanned(conv):  # gradients taken inside a lax.scan body, where it matters
+        def body(c, _):
+            return c, jax.grad(partial(loss, conv), argnums=(0, 1))(x, w)
+
+        return jax.jit(lambda: jax.lax.scan(body, 0, None, length=2)[1])()
+
+    (dx_a, dw_a), (dx_b, dw_b) = scanned(conv2d_loopsafe), scanned(conv2d_reference)
+    np.testing.assert_allclose(conv2d_loopsafe(x, w), conv2d_reference(x, w), atol=1e-5)
+    np.testing.assert_allclose(dx_a, dx_b, atol=1e-4)
+    np.testing.assert_allclose(dw_a, dw_b, atol=1e-3, rtol=1e-4)
+    xb, wb = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+    da = jax.grad(partial(loss, conv2d_loopsafe), argnums=1)(xb, wb).astype(jnp.float32)
+    db = jax.grad(partial(loss, conv2d_reference), argnums=1)(x, w)
+    assert float(jnp.abs(da - db).max()) < 0.05 * float(jnp.abs(db).max())

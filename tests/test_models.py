@@ -82,3 +82,25 @@ def test_build_model_errors():
         build_model(ModelConfig(precision="fp8"))
     with pytest.raises(ValueError, match="unknown model"):
         build_model(ModelConfig(name="mlp"))
+
+
+def test_fused_layernorm_gelu_equals_unfused_values_and_gradients():
+    from jaxdiff.models.layers import gelu
+
+    x = jax.random.normal(jax.random.PRNGKey(3), (2, 28, 28, 4)) * 2 + 0.5
+    p = {
+        "params": {
+            "scale": 1 + 0.1 * jax.random.normal(jax.random.PRNGKey(4), (28, 28, 1)),
+            "bias": 0.1 * jax.random.normal(jax.random.PRNGKey(5), (28, 28, 1)),
+        }
+    }
+
+    def f(fused, p, x):
+        y = PlaneLayerNorm(fuse_gelu=fused).apply(p, x)
+        return y if fused else gelu(y)
+
+    np.testing.assert_allclose(f(True, p, x), f(False, p, x), atol=1e-5)
+    ga = jax.grad(lambda p, x: jnp.sum(jnp.sin(f(True, p, x))), argnums=(0, 1))(p, x)
+    gb = jax.grad(lambda p, x: jnp.sum(jnp.sin(f(False, p, x))), argnums=(0, 1))(p, x)
+    for a, b in zip(jax.tree.leaves(ga), jax.tree.leaves(gb), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)

@@ -33,8 +33,7 @@ class CNNBlock(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """Apply the block to ``x`` of shape ``(B, H, W, C)``."""
         x = Conv(self.features, self.kernel_size, dtype=self.dtype, impl=self.conv_impl)(x)
-        x = PlaneLayerNorm(over_channels=self.ln_over_channels)(x)
-        return gelu(x)
+        return PlaneLayerNorm(over_channels=self.ln_over_channels, fuse_gelu=True)(x)
 
 
 class CNN(nn.Module):

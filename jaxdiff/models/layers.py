@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdiff.ops import get_conv
+from jaxdiff.ops import gelu_erf, get_conv, layer_norm_gelu
 
 # PyTorch's default init for Conv2d/Linear: weights and biases ~ U(-1/sqrt(fan_in), +).
 torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -55,7 +55,8 @@ class Conv(nn.Module):
         kernel = self.param("kernel", torch_kernel_init, (k, k, cin, self.features))
         bias = self.param("bias", torch_bias_init(k * k * cin), (self.features,))
         y = get_conv(self.impl)(x.astype(self.dtype), kernel.astype(self.dtype))
-        return y + bias.astype(y.dtype)
+        # float32 bias add: a bf16 bias-gradient reduction is a slow reduce-window on XLA CPU
+        return (y.astype(jnp.float32) + bias).astype(y.dtype)
 
 
 class Dense(nn.Module):
@@ -83,7 +84,7 @@ class Dense(nn.Module):
 
 def gelu(x: jax.Array) -> jax.Array:
     """Exact (erf) GELU, as PyTorch's ``nn.GELU()`` default."""
-    return jax.nn.gelu(x, approximate=False)
+    return gelu_erf(x)  # the same function; XLA's erfc is slow on CPU
 
 
 def starter_time_features(t: jax.Array) -> jax.Array:
@@ -111,16 +112,23 @@ class PlaneLayerNorm(nn.Module):
     Attributes:
         over_channels: Normalise over channels too.
         eps: Variance floor (PyTorch's default 1e-5).
+        fuse_gelu: Apply exact GELU after the affine, fused with a hand-written backward
+            (:func:`jaxdiff.ops.layer_norm_gelu`); same parameters, same values.
     """
 
     over_channels: bool = False
     eps: float = 1e-5
+    fuse_gelu: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """Normalise ``x`` of shape ``(B, H, W, C)``."""
         axes = (1, 2, 3) if self.over_channels else (1, 2)
         shape = x.shape[1:] if self.over_channels else (*x.shape[1:3], 1)
+        if self.fuse_gelu:
+            scale = self.param("scale", nn.initializers.ones, shape)
+            bias = self.param("bias", nn.initializers.zeros, shape)
+            return layer_norm_gelu(x, scale, bias, axes, self.eps)
         xf = x.astype(jnp.float32)
         mean = xf.mean(axis=axes, keepdims=True)
         var = jnp.square(xf - mean).mean(axis=axes, keepdims=True)

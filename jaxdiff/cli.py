@@ -209,6 +209,58 @@ def run_training(cfg: Config, args: argparse.Namespace, start_fn_factory=None) -
     return 0
 
 
+def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tuple[object, dict]:
+    """Load a checkpoint named by ``args`` and draw ``args.n`` samples, timing the draw.
+
+    Args:
+        args: Flags with ``checkpoint``, ``epoch``, ``n``, ``seed``, ``sampler``, ``steps``,
+            ``eta`` and ``data_dir``.
+        images: Training images for a cold run's start-state fit (read when ``None``).
+        batch: Samples per jitted sampler call.
+
+    Returns:
+        ``(samples, info)``: ``float32`` samples ``(n, 28, 28, 1)`` and a JSON-ready dict
+        (checkpoint, epoch, process, sampler, steps, eta, seed, and ``sample_seconds``, the
+        wall time of the draw including compilation).
+    """
+    import time
+
+    import jax
+
+    from jaxdiff.runner import default_sampler, generate, load_run, start_fn_for
+
+    cfg, pieces, params, meta = load_run(args.checkpoint, args.epoch)
+    sampler = args.sampler or default_sampler(cfg)
+    start = None
+    if cfg.process.kind == "cold":
+        start = start_fn_for(cfg, pieces, args.data_dir, images=images)
+    t0 = time.perf_counter()
+    x = generate(
+        cfg,
+        pieces,
+        params,
+        jax.random.PRNGKey(args.seed),
+        args.n,
+        sampler,
+        steps=args.steps,
+        eta=args.eta,
+        start=start,
+        batch=batch,
+    )
+    default_steps = 100 if sampler == "ddim" else cfg.process.T
+    info = {
+        "checkpoint": str(args.checkpoint),
+        "epoch": meta.get("epoch"),
+        "process": cfg.process.kind,
+        "sampler": sampler,
+        "steps": args.steps or default_steps,
+        "eta": args.eta if sampler == "ddim" else None,
+        "sample_seconds": round(time.perf_counter() - t0, 2),
+        "seed": args.seed,
+    }
+    return x, info
+
+
 def sample_command(args: argparse.Namespace) -> int:
     """Sample from a checkpoint and write ``<out>.png`` and ``<out>.npy``.
 
@@ -218,41 +270,21 @@ def sample_command(args: argparse.Namespace) -> int:
     Returns:
         Process exit status.
     """
-    import time
-
-    import jax
     import numpy as np
 
     from jaxdiff import plotting
-    from jaxdiff.runner import default_sampler, generate, load_run, start_fn_for
 
     if args.n <= 0:
         return fail(f"--n must be positive, got {args.n}")
     try:
-        cfg, pieces, params, meta = load_run(args.checkpoint, args.epoch)
-        sampler = args.sampler or default_sampler(cfg)
-        start = start_fn_for(cfg, pieces, args.data_dir) if cfg.process.kind == "cold" else None
-        t0 = time.perf_counter()
-        x = generate(
-            cfg,
-            pieces,
-            params,
-            jax.random.PRNGKey(args.seed),
-            args.n,
-            sampler,
-            steps=args.steps,
-            eta=args.eta,
-            start=start,
-        )
+        x, info = draw_samples(args)
     except USER_ERRORS as err:
         return fail(str(err))
-    secs = time.perf_counter() - t0
+    sampler, secs = info["sampler"], info["sample_seconds"]
     out = args.out or Path(args.checkpoint) / f"samples_seed{args.seed}"
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out.with_suffix(".npy"), x)
-    plotting.save_grid(
-        x, out.with_suffix(".png"), title=f"{sampler}, epoch {meta.get('epoch', '?')}"
-    )
+    plotting.save_grid(x, out.with_suffix(".png"), title=f"{sampler}, epoch {info['epoch']}")
     print(
         json.dumps(
             {
@@ -312,7 +344,6 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from jaxdiff import plotting
     from jaxdiff.data import load_mnist, normalize
     from jaxdiff.evaluation import evaluate_samples, prepare_reference, rank_samples, score_samples
-    from jaxdiff.runner import default_sampler, generate, load_run, start_fn_for
 
     if args.n <= 1:
         return fail(f"--n must be at least 2, got {args.n}")
@@ -324,46 +355,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         train, _ = load_mnist("train", args.data_dir)
         test, _ = load_mnist("test", args.data_dir)
         if args.checkpoint is not None:
-            cfg, pieces, params, meta = load_run(args.checkpoint, args.epoch)
-            sampler = args.sampler or default_sampler(cfg)
-            start = start_fn_for(cfg, pieces, images=train) if cfg.process.kind == "cold" else None
-            generate(
-                cfg,
-                pieces,
-                params,
-                jax.random.PRNGKey(args.seed),
-                2,
-                sampler,
-                steps=args.steps,
-                eta=args.eta,
-                start=start,
-                batch=args.batch,
-            )  # warm-up
-            t0 = time.perf_counter()
-            x = generate(
-                cfg,
-                pieces,
-                params,
-                jax.random.PRNGKey(args.seed),
-                args.n,
-                sampler,
-                steps=args.steps,
-                eta=args.eta,
-                start=start,
-                batch=args.batch,
-            )
-            info = {
-                "checkpoint": str(args.checkpoint),
-                "epoch": meta.get("epoch"),
-                "process": cfg.process.kind,
-                "sampler": sampler,
-                "steps": args.steps
-                if args.steps
-                else (cfg.process.T if sampler != "ddim" else 100),
-                "eta": args.eta if sampler == "ddim" else None,
-                "sample_seconds": round(time.perf_counter() - t0, 2),
-                "seed": args.seed,
-            }
+            x, info = draw_samples(args, images=train, batch=args.batch)
         else:
             x = np.load(args.samples).astype(np.float32)
             if x.ndim == 3:

@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--n", type=int, default=1000, help="number of samples (metrics compare at equal N)"
     )
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA or raw parameters")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--eval-seed", type=int, default=0, help="seed of reference subsets/bootstraps")
     p.add_argument("--sampler", default=None, help="ancestral|ddim (DDPM), cold1|cold2 (cold)")

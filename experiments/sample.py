@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", type=Path, required=True, help="run workdir or params folder")
     p.add_argument("--epoch", type=int, default=None, help="checkpoint epoch (default latest)")
     p.add_argument("--n", type=int, default=64)
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA or raw parameters")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sampler", default=None, help="ancestral|ddim (DDPM), cold1|cold2 (cold)")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps")

@@ -214,7 +214,7 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
 
     Args:
         args: Flags with ``checkpoint``, ``epoch``, ``n``, ``seed``, ``sampler``, ``steps``,
-            ``eta`` and ``data_dir``.
+            ``eta``, ``data_dir`` and optionally ``weights`` (``"ema"`` or ``"raw"``).
         images: Training images for a cold run's start-state fit (read when ``None``).
         batch: Samples per jitted sampler call.
 
@@ -229,7 +229,8 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
 
     from jaxdiff.runner import default_sampler, generate, load_run, start_fn_for
 
-    cfg, pieces, params, meta = load_run(args.checkpoint, args.epoch)
+    weights = getattr(args, "weights", "ema")
+    cfg, pieces, params, meta = load_run(args.checkpoint, args.epoch, weights)
     sampler = args.sampler or default_sampler(cfg)
     start = None
     if cfg.process.kind == "cold":
@@ -257,6 +258,7 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
         "eta": args.eta if sampler == "ddim" else None,
         "sample_seconds": round(time.perf_counter() - t0, 2),
         "seed": args.seed,
+        "weights": weights,
     }
     return x, info
 

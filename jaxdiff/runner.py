@@ -422,22 +422,32 @@ def fit(
     return state, records
 
 
-def load_run(path: str | Path, epoch: int | None = None) -> tuple[Config, Pieces, Any, dict]:
+def load_run(
+    path: str | Path, epoch: int | None = None, weights: str = "ema"
+) -> tuple[Config, Pieces, Any, dict]:
     """Load a trained model for sampling from a run workdir or an exported params folder.
 
     Args:
         path: A run workdir (with ``checkpoints/``), its ``checkpoints`` folder, or a folder
             written by :func:`jaxdiff.checkpoint.export_params`.
         epoch: Checkpoint to load (latest when ``None``); ignored for exported params.
+        weights: ``"ema"`` (the EMA parameters, the default) or ``"raw"`` (the optimizer's
+            current parameters; checkpoints only — exported folders hold the EMA ones).
 
     Returns:
-        ``(cfg, pieces, params, meta)`` where ``params`` are the EMA parameters.
+        ``(cfg, pieces, params, meta)``.
 
     Raises:
         CheckpointError: If nothing loadable is found at ``path``.
     """
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}.")
     path = Path(path)
     if (path / "params.msgpack").exists():
+        if weights == "raw":
+            raise ckpt.CheckpointError(
+                f"{path} holds exported EMA parameters only; use a run workdir for raw weights."
+            )
         meta = ckpt.read_json(path / "config.json")
         cfg = Config.from_dict(meta["config"])
         pieces = build(cfg)
@@ -454,7 +464,7 @@ def load_run(path: str | Path, epoch: int | None = None) -> tuple[Config, Pieces
     pieces = build(cfg)
     target = init_train_state(init_params(pieces, jax.random.PRNGKey(0)), pieces.tx)
     state, meta = ckpt.restore(ckdir, target, epoch)
-    return cfg, pieces, state.ema_params, meta
+    return cfg, pieces, state.ema_params if weights == "ema" else state.params, meta
 
 
 def default_sampler(cfg: Config) -> str:

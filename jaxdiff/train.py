@@ -89,7 +89,9 @@ def make_train_step(
     Args:
         loss_fn: ``loss_fn(params, x0, key) -> (loss, metrics)``.
         tx: Optimizer.
-        ema_decay: EMA decay in [0, 1); 0 keeps ``ema_params == params``.
+        ema_decay: EMA decay in [0, 1); 0 keeps ``ema_params == params``. The decay used at
+            step ``s`` is ``min(ema_decay, (1 + s) / (10 + s))`` (a warm-up, so early averages
+            do not stay anchored to the initialisation).
 
     Returns:
         ``train_step(state, batch, key) -> (state, metrics)`` where ``batch`` is a float
@@ -107,9 +109,11 @@ def make_train_step(
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         if ema_decay > 0:
-            ema = jax.tree.map(
-                lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params
-            )
+            # warm-up (as tf.train.ExponentialMovingAverage with num_updates): without it a
+            # 0.999 EMA after 1000 steps still weighs the initial parameters by e^-1
+            step = state.step.astype(jnp.float32)
+            decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+            ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
         else:
             ema = params
         metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))

@@ -74,7 +74,16 @@ def test_ema_tracks_params():
         jax.tree.leaves(s1.params),
         strict=True,
     ):
-        np.testing.assert_allclose(e, 0.5 * a + 0.5 * b, atol=1e-7)
+        np.testing.assert_allclose(e, 0.1 * a + 0.9 * b, atol=1e-7)  # warm-up: min(.5, 1/10)
+    s2, _ = step(s1, x, jax.random.PRNGKey(0))
+    d = 2 / 11  # step 1: min(0.5, 2/11)
+    for e, a, b in zip(
+        jax.tree.leaves(s2.ema_params),
+        jax.tree.leaves(s1.ema_params),
+        jax.tree.leaves(s2.params),
+        strict=True,
+    ):
+        np.testing.assert_allclose(e, d * a + (1 - d) * b, atol=1e-6)
     with pytest.raises(ValueError, match="ema_decay"):
         make_train_step(ddpm_loss(model.apply, sched), tx, ema_decay=1.0)
 

@@ -28,29 +28,30 @@ def main() -> None:
     p.add_argument("--impl", default="fast")
     p.add_argument("--precision", default="bf16")
     p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--hidden", default="32,64,64", help="UNet channels per level")
     args = p.parse_args()
+    hidden = tuple(int(c) for c in args.hidden.split(","))
+    b = args.batch
     cfg = Config(
-        ModelConfig(
-            name="unet", hidden=(32, 64, 64), precision=args.precision, conv_impl=args.impl
-        ),
+        ModelConfig(name="unet", hidden=hidden, precision=args.precision, conv_impl=args.impl),
         ProcessConfig(),
-        TrainConfig(lr=1e-3, ema_decay=0.999),
+        TrainConfig(lr=1e-3, batch_size=b, ema_decay=0.999),
     )
     pieces = build(cfg)
     state = init_train_state(init_params(pieces, jax.random.PRNGKey(0)), pieces.tx)
     run_steps = make_run_steps(make_train_step(pieces.loss_fn, pieces.tx, 0.999))
-    n = 128 * args.steps
+    n = b * args.steps
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (n, 28, 28), np.uint8))
-    idx = epoch_indices(jax.random.PRNGKey(0), 0, n, 128)
+    idx = epoch_indices(jax.random.PRNGKey(0), 0, n, b)
     key = jax.random.PRNGKey(1)
     state, m = run_steps(state, images, idx, key)  # compile
     jax.block_until_ready(m)
     t0 = time.perf_counter()
     state, m = run_steps(state, images, idx, key)
     jax.block_until_ready(m)
-    print(
-        f"impl {args.impl} {args.precision}: {n / (time.perf_counter() - t0):.1f} img/s in the scan"
-    )
+    rate = n / (time.perf_counter() - t0)
+    print(f"impl {args.impl} {args.precision} hidden {hidden} batch {b}: {rate:.1f} img/s in scan")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sampler", default=None, help="ancestral|ddim (DDPM), cold1|cold2 (cold)")
     p.add_argument("--steps", type=int, default=None, help="DDIM / cold steps")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
+    p.add_argument(
+        "--clip-x0", action="store_true", help="DDIM: clip predicted clean images to [-1, 1]"
+    )
     p.add_argument("--batch", type=int, default=500, help="samples per jitted sampler call")
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder")
     p.add_argument("--data-dir", default=None, help="MNIST folder")

@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="DDIM steps")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
     p.add_argument(
+        "--clip-x0", action="store_true", help="DDIM: clip predicted clean images to [-1, 1]"
+    )
+    p.add_argument(
         "--out", type=Path, default=None, help="output prefix (default <ckpt>/samples_<seed>)"
     )
     p.add_argument("--data-dir", default=None, help="MNIST folder (cold start-state fit)")

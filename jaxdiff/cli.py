@@ -62,6 +62,13 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--ema", type=float, default=0.0, help="EMA decay (0: off, the starter)")
     g.add_argument("--grad-clip", type=float, default=0.0, help="global-norm clip (0: off)")
+    g.add_argument(
+        "--lr-schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="constant (the starter), or warm-up then cosine decay to 0 at the last epoch",
+    )
+    g.add_argument("--warmup-steps", type=int, default=0, help="cosine schedule: warm-up steps")
     g.add_argument("--limit", type=int, default=0, help="train on the first N images only")
     m = p.add_argument_group("model")
     m.add_argument("--model", choices=("cnn", "unet"), default="cnn")
@@ -120,6 +127,10 @@ def config_from_args(
         parser.error(
             f"--limit {args.limit} is smaller than one batch (--batch-size {args.batch_size})"
         )
+    if args.warmup_steps < 0:
+        parser.error(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
+    if args.warmup_steps and args.lr_schedule == "constant":
+        parser.error("--warmup-steps needs --lr-schedule cosine")
     if args.kernel_size % 2 == 0:
         parser.error(f"--kernel-size must be odd (same padding), got {args.kernel_size}")
     model = ModelConfig(
@@ -158,6 +169,8 @@ def config_from_args(
         ema_decay=args.ema,
         limit=args.limit,
         grad_clip=args.grad_clip,
+        lr_schedule=args.lr_schedule,
+        warmup_steps=args.warmup_steps,
     )
     if args.workdir is None:
         name = kind if kind == "ddpm" else f"cold_{process.degradation}"
@@ -214,7 +227,8 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
 
     Args:
         args: Flags with ``checkpoint``, ``epoch``, ``n``, ``seed``, ``sampler``, ``steps``,
-            ``eta``, ``data_dir`` and optionally ``weights`` (``"ema"`` or ``"raw"``).
+            ``eta``, ``data_dir`` and optionally ``weights`` (``"ema"`` or ``"raw"``) and
+            ``clip_x0`` (DDIM only).
         images: Training images for a cold run's start-state fit (read when ``None``).
         batch: Samples per jitted sampler call.
 
@@ -230,6 +244,7 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
     from jaxdiff.runner import default_sampler, generate, load_run, start_fn_for
 
     weights = getattr(args, "weights", "ema")
+    clip_x0 = bool(getattr(args, "clip_x0", False))
     cfg, pieces, params, meta = load_run(args.checkpoint, args.epoch, weights)
     sampler = args.sampler or default_sampler(cfg)
     start = None
@@ -247,6 +262,7 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
         eta=args.eta,
         start=start,
         batch=batch,
+        clip_x0=clip_x0,
     )
     default_steps = 100 if sampler == "ddim" else cfg.process.T
     info = {
@@ -256,6 +272,7 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
         "sampler": sampler,
         "steps": args.steps or default_steps,
         "eta": args.eta if sampler == "ddim" else None,
+        "clip_x0": clip_x0 if sampler == "ddim" else None,
         "sample_seconds": round(time.perf_counter() - t0, 2),
         "seed": args.seed,
         "weights": weights,

@@ -72,6 +72,9 @@ class TrainConfig:
         ema_decay: Decay of the parameter EMA kept in the train state (0 disables it).
         limit: Train on the first ``limit`` images only (0 means all).
         grad_clip: Global gradient-norm clip (0 disables it; the starter has none).
+        lr_schedule: ``"constant"`` (the starter) or ``"cosine"``: linear warm-up over
+            ``warmup_steps`` then cosine decay to zero at the end of the last epoch.
+        warmup_steps: Linear warm-up steps of the cosine schedule.
     """
 
     lr: float = 2e-4
@@ -81,6 +84,8 @@ class TrainConfig:
     ema_decay: float = 0.0
     limit: int = 0
     grad_clip: float = 0.0
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
 
 
 @dataclass(frozen=True)

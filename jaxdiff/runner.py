@@ -26,7 +26,7 @@ import numpy as np
 from jaxdiff import checkpoint as ckpt
 from jaxdiff import plotting
 from jaxdiff.config import Config
-from jaxdiff.data import load_mnist
+from jaxdiff.data import FILES, load_mnist
 from jaxdiff.losses import LossFn, cold_loss, ddpm_loss
 from jaxdiff.models import build_model
 from jaxdiff.parallel import data_mesh, shardings
@@ -89,11 +89,14 @@ class Pieces:
     degrade: Callable | None = None
 
 
-def build(cfg: Config) -> Pieces:
+def build(cfg: Config, steps_per_epoch: int | None = None) -> Pieces:
     """Build model, loss, optimizer and forward process from a config.
 
     Args:
         cfg: The run config.
+        steps_per_epoch: Optimizer steps per epoch (sets the horizon of a cosine
+            learning-rate schedule); default: what MNIST's training set (or ``limit`` of it)
+            gives at the configured batch size.
 
     Returns:
         The :class:`Pieces`.
@@ -103,7 +106,10 @@ def build(cfg: Config) -> Pieces:
     """
     model = build_model(cfg.model)
     apply_fn = model.apply
-    tx = make_optimizer(cfg.train)
+    if steps_per_epoch is None:
+        n_train = FILES["train-images-idx3-ubyte"][2]
+        steps_per_epoch = min(cfg.train.limit or n_train, n_train) // cfg.train.batch_size
+    tx = make_optimizer(cfg.train, steps_per_epoch)
     p = cfg.process
     if p.kind == "ddpm":
         sched = make_schedule(p.schedule, p.T, p.beta1, p.beta2)
@@ -133,6 +139,7 @@ def generate(
     eta: float = 0.0,
     batch: int = 250,
     start: Callable[[jax.Array, int], jax.Array] | None = None,
+    clip_x0: bool = False,
 ) -> np.ndarray:
     """Draw ``n`` samples in batches (batch ``i`` uses ``fold_in(key, i)``).
 
@@ -148,6 +155,8 @@ def generate(
         eta: DDIM eta.
         batch: Samples per jitted call.
         start: Cold: ``start(key, n) -> x_T`` start states (see :mod:`jaxdiff.cold`).
+        clip_x0: DDIM: clip each predicted clean image to ``[-1, 1]``
+            (see :func:`jaxdiff.sampling.ddim_sample`).
 
     Returns:
         ``float32`` numpy array ``(n, 28, 28, 1)`` in the model scale.
@@ -165,7 +174,14 @@ def generate(
                 x, _ = ddpm_sample(pieces.apply_fn, params, pieces.sched, k, shape)
             elif sampler == "ddim":
                 x, _ = ddim_sample(
-                    pieces.apply_fn, params, pieces.sched, k, shape, steps or 100, eta
+                    pieces.apply_fn,
+                    params,
+                    pieces.sched,
+                    k,
+                    shape,
+                    steps or 100,
+                    eta,
+                    clip_x0=clip_x0,
                 )
             else:
                 raise ValueError(
@@ -223,6 +239,13 @@ def machine_info() -> dict[str, Any]:
 def _check_resume_config(saved: dict, cfg: Config, workdir: Path) -> None:
     old = Config.from_dict(saved)
     a, b = old.to_dict(), cfg.to_dict()
+    if a["train"]["epochs"] != b["train"]["epochs"] and b["train"]["lr_schedule"] != "constant":
+        raise ckpt.CheckpointError(
+            f"{workdir} holds a run with a {b['train']['lr_schedule']} learning-rate schedule "
+            f"over {a['train']['epochs']} epochs; resuming with --epochs "
+            f"{b['train']['epochs']} would change its learning rates. Resume with the same "
+            "--epochs, or start a new --workdir."
+        )
     a["train"].pop("epochs")
     b["train"].pop("epochs")
     if a != b:
@@ -325,7 +348,7 @@ def fit(
     if cfg.train.limit:
         images = images[: cfg.train.limit]
     n = images.shape[0]
-    pieces = build(cfg)
+    pieces = build(cfg, steps_per_epoch=n // cfg.train.batch_size)
     keys = run_keys(cfg.train.seed)
     state = init_train_state(init_params(pieces, keys.init), pieces.tx)
     start_epoch, records = 0, []

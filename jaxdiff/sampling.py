@@ -107,7 +107,7 @@ def ddim_timesteps(T: int, steps: int) -> np.ndarray:  # noqa: N803
     return np.round(np.linspace(T, 0, steps + 1)).astype(np.int32)
 
 
-@partial(jax.jit, static_argnames=("apply_fn", "shape", "steps", "keep"))
+@partial(jax.jit, static_argnames=("apply_fn", "shape", "steps", "keep", "clip_x0"))
 def ddim_sample(
     apply_fn: ApplyFn,
     params: Any,
@@ -117,6 +117,7 @@ def ddim_sample(
     steps: int = 50,
     eta: float = 0.0,
     keep: Sequence[int] = (),
+    clip_x0: bool = False,
 ) -> tuple[jax.Array, jax.Array | None]:
     """DDIM (Song et al. 2021) for epsilon-prediction models, one scan over ``steps`` steps.
 
@@ -127,6 +128,11 @@ def ddim_sample(
     deterministic given ``z_T``; ``eta = 1`` with ``steps = T`` is the ancestral sampler with
     variance ``beta_tilde``.
 
+    With ``clip_x0`` each ``x0_hat`` is clipped to the data range ``[-1, 1]`` and ``eps`` is
+    re-derived from the clipped value, ``eps = (z - sqrt(ab_t) x0_hat) / sqrt(1 - ab_t)``
+    (the ``clip_denoised`` of the DDPM and diffusers code): the step then moves towards an
+    image the data could hold. It changes nothing while the predictions stay in range.
+
     Args:
         apply_fn: ``apply_fn(params, z, t_frac) -> eps_hat``.
         params: Network parameters.
@@ -136,6 +142,7 @@ def ddim_sample(
         steps: Number of network evaluations.
         eta: Stochasticity in [0, 1].
         keep: Times ``t`` (from :func:`ddim_timesteps`) whose post-update states to return.
+        clip_x0: Clip the predicted clean image to ``[-1, 1]`` at every step.
 
     Returns:
         ``(x0, kept)`` as :func:`ddpm_sample`.
@@ -153,6 +160,9 @@ def ddim_sample(
         ab_t, ab_s = sched.alpha_bar[t], sched.alpha_bar[s]
         eps = apply_fn(params, z, jnp.full((shape[0],), t / T, jnp.float32))
         x0_hat = (z - jnp.sqrt(1.0 - ab_t) * eps) / jnp.sqrt(ab_t)
+        if clip_x0:
+            x0_hat = jnp.clip(x0_hat, -1.0, 1.0)
+            eps = (z - jnp.sqrt(ab_t) * x0_hat) / jnp.sqrt(1.0 - ab_t)
         sigma = eta * jnp.sqrt((1.0 - ab_s) / (1.0 - ab_t) * (1.0 - ab_t / ab_s))
         dir_coef = jnp.sqrt(jnp.maximum(1.0 - ab_s - sigma**2, 0.0))
         noise = jax.random.normal(jax.random.fold_in(k_steps, t), shape, jnp.float32)

@@ -43,21 +43,46 @@ class TrainState(NamedTuple):
     ema_params: Any
 
 
-def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """Adam with the configured learning rate (and optional global-norm clipping).
+def make_optimizer(
+    cfg: TrainConfig, steps_per_epoch: int | None = None
+) -> optax.GradientTransformation:
+    """Adam with the configured learning rate, schedule and optional global-norm clipping.
 
     Args:
         cfg: Training settings.
+        steps_per_epoch: Optimizer steps per epoch; the cosine schedule needs it to end at
+            zero after ``cfg.epochs`` epochs.
 
     Returns:
         The optax transformation.
 
     Raises:
-        ValueError: If the learning rate is not positive.
+        ValueError: If the learning rate is not positive, the schedule is unknown, or the
+            cosine schedule lacks ``steps_per_epoch`` or has more warm-up than steps.
     """
     if not cfg.lr > 0:
         raise ValueError(f"learning rate must be positive, got {cfg.lr}.")
-    tx = optax.adam(cfg.lr)
+    if cfg.lr_schedule == "constant":
+        lr = cfg.lr
+    elif cfg.lr_schedule == "cosine":
+        if not steps_per_epoch or steps_per_epoch <= 0:
+            raise ValueError("the cosine learning-rate schedule needs steps_per_epoch > 0.")
+        total = cfg.epochs * steps_per_epoch
+        if not 0 <= cfg.warmup_steps < total:
+            raise ValueError(
+                f"warmup_steps must be in [0, {total}) (the run's {cfg.epochs} epochs of "
+                f"{steps_per_epoch} steps), got {cfg.warmup_steps}."
+            )
+        lr = optax.warmup_cosine_decay_schedule(
+            init_value=0.0,
+            peak_value=cfg.lr,
+            warmup_steps=cfg.warmup_steps,
+            decay_steps=total,
+            end_value=0.0,
+        )
+    else:
+        raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; use 'constant' or 'cosine'.")
+    tx = optax.adam(lr)
     if cfg.grad_clip > 0:
         tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
     return tx

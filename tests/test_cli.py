@@ -99,6 +99,8 @@ def test_bad_flags_give_one_clear_error(tmp_path):
         ["experiments/ddpm.py", "--beta1", "0.5", "--beta2", "0.1", "--workdir", str(tmp_path)]
     )
     assert r.returncode == 2 and "--beta1 < --beta2" in r.stderr
+    r = _run(["experiments/ddpm.py", "--warmup-steps", "10", "--workdir", str(tmp_path)])
+    assert r.returncode == 2 and "--warmup-steps needs --lr-schedule cosine" in r.stderr
     r = _run(
         [
             "experiments/ddpm.py",

@@ -62,3 +62,40 @@ def test_ddim_timesteps():
     assert ts[0] == 1000 and ts[-1] == 0 and np.all(np.diff(ts) < 0)
     with pytest.raises(ValueError, match="DDIM steps must be in 1..20"):
         ddim_timesteps(20, 0)
+
+
+def _oracle(x_star, sched):
+    """The exact epsilon predictor for data that is the single image ``x_star``."""
+    T = sched.T  # noqa: N806
+
+    def apply(params, z, t_frac):
+        t = jnp.round(t_frac * T).astype(jnp.int32)
+        ab = sched.alpha_bar[t][:, None, None, None]
+        return (z - jnp.sqrt(ab) * x_star) / jnp.sqrt(1.0 - ab)
+
+    return apply
+
+
+def test_ddim_clip_x0_changes_nothing_in_range_and_clips_out_of_range():
+    key = jax.random.PRNGKey(6)
+    x_in = jnp.linspace(-0.9, 0.9, 28 * 28).reshape(1, 28, 28, 1)
+    apply_in = _oracle(x_in, SCHED)
+    a, _ = ddim_sample(apply_in, None, SCHED, key, SHAPE, steps=5)
+    b, _ = ddim_sample(apply_in, None, SCHED, key, SHAPE, steps=5, clip_x0=True)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    # closed form: with the exact predictor, eta = 0 keeps eps fixed at the start's, so the
+    # last step lands on sqrt(ab_0) x* + sqrt(1 - ab_0) eps_T
+    z_T = jax.random.normal(jax.random.split(key)[0], SHAPE)  # noqa: N806
+    ab_T, ab_0 = SCHED.alpha_bar[20], SCHED.alpha_bar[0]  # noqa: N806
+    eps_T = (z_T - jnp.sqrt(ab_T) * x_in) / jnp.sqrt(1 - ab_T)  # noqa: N806
+    np.testing.assert_allclose(a, jnp.sqrt(ab_0) * x_in + jnp.sqrt(1 - ab_0) * eps_T, atol=1e-4)
+
+    x_out = jnp.full((1, 28, 28, 1), 1.5)
+    apply_out = _oracle(x_out, SCHED)
+    raw, _ = ddim_sample(apply_out, None, SCHED, key, SHAPE, steps=5)
+    clipped, _ = ddim_sample(apply_out, None, SCHED, key, SHAPE, steps=5, clip_x0=True)
+    assert float(jnp.abs(raw - 1.5).max()) < 0.06
+    # clipped, each step heads for x0 = 1; the last lands on sqrt(ab_0) + sqrt(1 - ab_0) eps
+    # (ab_0 = 1 - 1e-4 here, so the noise term is 0.01 eps)
+    assert float(jnp.abs(clipped - 1.0).max()) < 0.06
+    assert float(jnp.abs(clipped - 1.0).mean()) < 0.02

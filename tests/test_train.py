@@ -155,3 +155,42 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert [r["epoch"] for r in recs_b] == [1, 2]
     assert recs_b[1]["loss"] == recs[1]["loss"]
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_last_epoch():
+    cfg = TrainConfig(lr=1e-2, epochs=2, lr_schedule="cosine", warmup_steps=2)
+    tx = make_optimizer(cfg, steps_per_epoch=5)
+    params = {"w": jnp.zeros(3)}
+    opt_state = tx.init(params)
+    got = []
+    for _ in range(10):
+        # with a constant gradient Adam's bias-corrected step is the learning rate itself
+        updates, opt_state = tx.update({"w": jnp.ones(3)}, opt_state, params)
+        got.append(-float(updates["w"][0]))
+    k = np.arange(10)
+    want = np.where(
+        k < 2, 1e-2 * k / 2, 1e-2 * 0.5 * (1 + np.cos(np.pi * np.clip(k - 2, 0, 8) / 8))
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-9)
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        make_optimizer(cfg)
+    with pytest.raises(ValueError, match=r"warmup_steps must be in \[0, 10\)"):
+        make_optimizer(TrainConfig(epochs=2, lr_schedule="cosine", warmup_steps=10), 5)
+    with pytest.raises(ValueError, match="unknown lr_schedule"):
+        make_optimizer(TrainConfig(lr_schedule="step"), 5)
+
+
+def test_cosine_run_refuses_to_resume_with_other_epochs(tmp_path):
+    from jaxdiff.checkpoint import CheckpointError
+
+    images = _images(64)
+    cfg = Config(
+        model=ModelConfig(hidden=(4,), kernel_size=3),
+        process=ProcessConfig(T=50),
+        train=TrainConfig(batch_size=32, epochs=1, lr=1e-3, lr_schedule="cosine"),
+    )
+    kw = dict(images=images, grid_n=0, progress=False)
+    fit(cfg, tmp_path / "r", **kw)
+    longer = Config(cfg.model, cfg.process, TrainConfig(**{**cfg.train.__dict__, "epochs": 2}))
+    with pytest.raises(CheckpointError, match="same --epochs"):
+        fit(longer, tmp_path / "r", resume=True, **kw)

@@ -340,6 +340,29 @@ def cold_figures_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_command(args: argparse.Namespace) -> int:
+    """Export one checkpoint's parameters as a small standalone folder (for committing).
+
+    Args:
+        args: Parsed ``export.py`` flags (``checkpoint``, ``epoch``, ``weights``, ``out``).
+
+    Returns:
+        Process exit status.
+    """
+    from jaxdiff import checkpoint as ckpt
+    from jaxdiff.runner import load_run
+
+    try:
+        cfg, _, params, meta = load_run(args.checkpoint, args.epoch, args.weights)
+        extra = {"epoch": meta.get("epoch"), "step": meta.get("step"), "weights": args.weights}
+        ckpt.export_params(args.out, cfg, params, extra)
+    except USER_ERRORS as err:
+        return fail(str(err))
+    size = (Path(args.out) / "params.msgpack").stat().st_size
+    print(json.dumps({"out": str(args.out), "epoch": extra["epoch"], "bytes": size}))
+    return 0
+
+
 def evaluate_command(args: argparse.Namespace) -> int:
     """Sample from a checkpoint (or read samples), score them, write metrics and galleries.
 

@@ -65,7 +65,10 @@ KNOWN_RUNS: tuple[KnownRun, ...] = (
     KnownRun("ddpm_default", "DDPM, starter recipe", "q1", "ancestral"),
     KnownRun("ddpm_alt", "DDPM, second set", "q1", "ancestral"),
     KnownRun("cold_sediment", "Cold diffusion, sediment", "q2", "cold2"),
-    KnownRun("best", "Best recipe (UNet, EMA, DDIM)", "beyond", "ddim"),
+    KnownRun("best", "UNet, first try (constant lr)", "beyond", "ddim"),
+    KnownRun("fast", "Best recipe (UNet, cosine lr, EMA, clipped DDIM)", "beyond", "ddim-clip"),
+    KnownRun("fast_2ep", "Best recipe, 2-epoch schedule", "beyond", "ddim-clip"),
+    KnownRun("fast_1ep", "Best recipe, 1-epoch schedule", "beyond", "ddim-clip"),
 )
 
 #: Evaluations of the PyTorch starter's samples: tag -> (display name, training epoch).
@@ -251,6 +254,8 @@ def load_eval(folder: Path, notes: list[str]) -> EvalRecord | None:
     tag = parse_tag(folder.name)
     epoch = m.get("epoch") if isinstance(m.get("epoch"), int) else tag["epoch"]
     sampler = m.get("sampler") or tag["sampler"]
+    if sampler == "ddim" and m.get("clip_x0"):
+        sampler = "ddim-clip"  # another sampler: a curve or headline never mixes the two
     steps = m.get("steps") if isinstance(m.get("steps"), int) else tag["steps"]
     return EvalRecord(folder.name, folder, m, epoch, sampler, steps)
 
@@ -489,7 +494,8 @@ def _sampler_text(e: EvalRecord) -> str:
         return "starter sampler (1000 steps)" if e.tag in KNOWN_ANCHORS else "given samples"
     if e.sampler.startswith("cold"):
         return f"cold Alg. {e.sampler[-1]}" + (f", {e.steps} steps" if e.steps else "")
-    return f"{e.sampler} {e.steps}" if e.steps else e.sampler
+    name = "ddim (x0 clipped)" if e.sampler == "ddim-clip" else e.sampler
+    return f"{name} {e.steps}" if e.steps else name
 
 
 def _sec_per_1k(e: EvalRecord) -> float | None:
@@ -647,6 +653,8 @@ SETTING_NAMES = {
     "train.seed": "seed",
     "train.limit": "training images",
     "train.grad_clip": "gradient clip",
+    "train.lr_schedule": "learning-rate schedule",
+    "train.warmup_steps": "warm-up steps",
     "model.name": "network",
     "model.hidden": "channels",
     "model.kernel_size": "kernel size",
@@ -691,6 +699,8 @@ _FLAGS = {
     ("train", "ema_decay"): "--ema",
     ("train", "limit"): "--limit",
     ("train", "grad_clip"): "--grad-clip",
+    ("train", "lr_schedule"): "--lr-schedule",
+    ("train", "warmup_steps"): "--warmup-steps",
 }
 
 
@@ -794,7 +804,10 @@ class ReportBuilder:
             self.num.put(f"{k}.model", _model_text(cfg))
             self.num.put(f"{k}.process", _process_text(cfg))
             self.num.put(f"{k}.params", params, f"{params:,}" if params else "–")
-            for key in ("lr", "batch_size", "seed", "ema_decay", "epochs", "limit", "grad_clip"):
+            for key in (
+                "lr", "batch_size", "seed", "ema_decay", "epochs", "limit", "grad_clip",
+                "lr_schedule", "warmup_steps",
+            ):  # fmt: skip
                 self.num.put(
                     f"{k}.{key}", tr.get(key), None if tr.get(key) is None else str(tr[key])
                 )
@@ -908,7 +921,7 @@ class ReportBuilder:
         pairs = {
             "q1": ("ddpm_alt", "ddpm_default"),
             "q2": ("cold_sediment", "ddpm_default"),
-            "best": ("best", "ddpm_default"),
+            "best": ("fast", "ddpm_default"),
         }
         for label, (a, b) in pairs.items():
             for key in ("fd", "kid"):

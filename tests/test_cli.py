@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +78,7 @@ def test_ddpm_then_sample(tmp_path, data_dir):
             "ddim",
             "--steps",
             "5",
+            "--clip-x0",
             "--out",
             str(tmp_path / "ev"),
             "--data-dir",
@@ -85,10 +87,23 @@ def test_ddpm_then_sample(tmp_path, data_dir):
     )
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
-    assert m["n"] == 20 and m["sampler"] == "ddim" and m["steps"] == 5
+    assert m["n"] == 20 and m["sampler"] == "ddim" and m["steps"] == 5 and m["clip_x0"] is True
     assert m["fd"] > m["floor"]["fd"] and len(m["fd_ci"]) == 2 and m["sample_seconds"] > 0
     for name in ("confident", "unconfident", "nn_closest", "nn_farthest", "per_class"):
         assert (tmp_path / "ev" / f"{name}.png").exists(), name
+    out = tmp_path / "exported"
+    r = _run(
+        ["experiments/export.py", "--checkpoint", str(work), "--weights", "raw", "--out", str(out)]
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["epoch"] == 1
+    from jaxdiff.runner import load_run
+
+    _, _, exported, meta = load_run(out)
+    _, _, raw, _ = load_run(work, weights="raw")
+    assert meta["weights"] == "raw"
+    for a, b in zip(jax.tree.leaves(exported), jax.tree.leaves(raw), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_bad_flags_give_one_clear_error(tmp_path):

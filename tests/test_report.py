@@ -95,7 +95,7 @@ def built(tmp_path_factory):
         _write_eval(d, f"ep{ep:03d}_ancestral1000", m)
     a = _write_run(root, "ddpm_alt", _config(lr=1e-3), 4, 60.0)
     _write_eval(a, "ep004_ancestral1000", _metrics(120.0, (110.0, 130.0), epoch=4))
-    b = _write_run(root, "best", _config(ema_decay=0.999), 2, 300.0)
+    b = _write_run(root, "fast", _config(ema_decay=0.999), 2, 300.0)
     for ep, steps, fd, sec in ((1, 100, 130.0, 70.0), (2, 10, 150.0, 7.0), (2, 50, 80.0, 35.0)):
         m = _metrics(fd, (fd - 5, fd + 5), epoch=ep, sampler="ddim", steps=steps)
         _write_eval(b, f"ep{ep:03d}_ddim{steps}", m | {"sample_seconds": sec})
@@ -147,9 +147,9 @@ def test_headline_numbers_come_from_the_latest_evaluation(built):
     assert _n(data, "eval.ddpm_default.sec_per_1k")["v"] == pytest.approx(700.0)
     # best prefers its DDIM evaluation with the most steps at its latest epoch; epoch and
     # steps of ep002_ddim100 come from the tag.
-    assert _n(data, "eval.best.tag")["v"] == "ep002_ddim100"
-    assert _n(data, "eval.best.steps")["v"] == 100
-    assert _n(data, "eval.best.fd")["v"] == 70.0
+    assert _n(data, "eval.fast.tag")["v"] == "ep002_ddim100"
+    assert _n(data, "eval.fast.steps")["v"] == 100
+    assert _n(data, "eval.fast.fd")["v"] == 70.0
     assert _n(data, "anchor.starter_ep50.fd")["v"] == 100.0
     assert _n(data, "anchor.starter_ep50.epoch")["v"] == 50
     assert _n(data, "anchor.starter_ep50.train_wall_min")["v"] == pytest.approx(100.0)
@@ -174,7 +174,7 @@ def test_run_numbers_and_config_diff(built):
     n = sum(x.size for x in jax.tree_util.tree_leaves(params))
     assert _n(data, "run.ddpm_default.params")["v"] == n
     rows = {r[0]: r for r in data["tables"]["runs"]["rows"]}
-    best = "Best recipe (UNet, EMA, DDIM)"
+    best = next(r.display for r in R.KNOWN_RUNS if r.name == "fast")
     assert list(rows) == ["DDPM, starter recipe", "DDPM, second set", best, "ddpm_extra"]
     assert rows["ddpm_extra"][7] == "3"  # seed
     assert rows["DDPM, starter recipe"][8] == "4/4"
@@ -197,13 +197,13 @@ def test_time_to_quality(built):
     # best's epoch series is ddim100 (epochs 1 and 2: FD 130, 70); the starter's 50-epoch
     # FD 100 is first beaten at epoch 2, after 600 s wall / 1200 s CPU; the starter needed
     # 6000 s, so 10x sooner.
-    assert _n(data, "ttq.best.starter_ep50.epoch")["v"] == 2
-    assert _n(data, "ttq.best.starter_ep50.wall_min")["v"] == pytest.approx(10.0)
-    assert _n(data, "ttq.best.starter_ep50.cpu_min")["v"] == pytest.approx(20.0)
-    assert _n(data, "ttq.best.starter_ep50.wall_speedup")["v"] == pytest.approx(10.0)
+    assert _n(data, "ttq.fast.starter_ep50.epoch")["v"] == 2
+    assert _n(data, "ttq.fast.starter_ep50.wall_min")["v"] == pytest.approx(10.0)
+    assert _n(data, "ttq.fast.starter_ep50.cpu_min")["v"] == pytest.approx(20.0)
+    assert _n(data, "ttq.fast.starter_ep50.wall_speedup")["v"] == pytest.approx(10.0)
     assert _n(data, "ttq.ddpm_alt.starter_ep50.reached")["v"] is False
     assert _n(data, "ttq.ddpm_default.starter_ep24.epoch")["v"] == 4
-    pts = data["series"]["ttq"]["best"]
+    pts = data["series"]["ttq"]["fast"]
     assert [p["epoch"] for p in pts] == [1, 2] and [p["fd"] for p in pts] == [130.0, 70.0]
 
 
@@ -232,7 +232,7 @@ def test_figures_exist_and_missing_inputs_are_notes(built):
         "time_to_quality.png",
         "class_hist.png",
         "gallery_ddpm_default_confident.png",
-        "gallery_best_per_class.png",
+        "gallery_fast_per_class.png",
     ):
         assert (out / "figures" / name).stat().st_size > 0, name
         assert name in data["figures"]
@@ -324,3 +324,16 @@ def test_training_command_round_trips_the_config(built):
     # a setting no flag reaches (last_kernel_size) has no command
     odd = Config(model=ModelConfig(last_kernel_size=5)).to_dict()
     assert R.training_command(odd, "results/x") is None
+
+
+def test_clipped_ddim_is_its_own_sampler(tmp_path):
+    run = tmp_path / "r"
+    _write_eval(run, "ep004_ddim100", _metrics(56.0, (52.0, 61.0), epoch=4, sampler="ddim"))
+    clipped = _metrics(52.0, (48.0, 56.0), epoch=4, sampler="ddim", clip_x0=True)
+    _write_eval(run, "ep004_ddimclip100", clipped | {"steps": 100})
+    notes: list[str] = []
+    plain = R.load_eval(run / "eval" / "ep004_ddim100", notes)
+    clip = R.load_eval(run / "eval" / "ep004_ddimclip100", notes)
+    assert (plain.sampler, plain.steps) == ("ddim", 100)
+    assert (clip.sampler, clip.steps) == ("ddim-clip", 100)
+    assert R._sampler_text(clip) == "ddim (x0 clipped) 100" and not notes

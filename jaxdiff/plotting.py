@@ -230,6 +230,7 @@ def plot_ci_panels(
     path: str | os.PathLike,
     title: str = "",
     ncol: int | None = None,
+    legend_below: bool = False,
 ) -> None:
     """Plot metric series with confidence intervals, one axis per panel.
 
@@ -245,6 +246,8 @@ def plot_ci_panels(
         path: Output PNG.
         title: Figure title.
         ncol: Panels per row (default: all in one row).
+        legend_below: One legend for the whole figure, below the panels, instead of one per
+            panel (for crowded panels; each label is listed once).
 
     Raises:
         ValueError: If there are no panels.
@@ -286,11 +289,28 @@ def plot_ci_panels(
         ax.set_ylabel(p.get("ylabel", ""))
         if p.get("title"):
             ax.set_title(p["title"], fontsize=9)
-        if p.get("legend", True) and ax.get_legend_handles_labels()[0]:
+        if not legend_below and p.get("legend", True) and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6)
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=9)
+    if legend_below:
+        seen: dict[str, object] = {}
+        for ax in axes.flat:
+            for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+                seen.setdefault(lab, h)
+        fig.tight_layout()
+        if seen:  # hung below the axes; the tight bounding box of _save takes it in
+            fig.legend(
+                seen.values(),
+                seen.keys(),
+                loc="upper center",
+                bbox_to_anchor=(0.5, 0.0),
+                ncol=2,
+                fontsize=7,
+            )
+        _save(fig, path)
+        return
     fig.tight_layout()
     _save(fig, path)
 

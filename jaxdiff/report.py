@@ -1264,7 +1264,7 @@ class ReportBuilder:
             {"series": wall, "hlines": hl, "points": pts, "xlabel": "training wall minutes",
              "ylabel": "FD (95% CI)", "logy": True},
         ]  # fmt: skip
-        self._fig("time_to_quality.png", plotting.plot_ci_panels, panels)
+        self._fig("time_to_quality.png", plotting.plot_ci_panels, panels, legend_below=True)
 
     def _class_figure(self, plotting) -> None:
         groups = {}

@@ -101,8 +101,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 
     real_build = runner.build
 
-    def poisoned_build(c):
-        pieces = real_build(c)
+    def poisoned_build(c, **kw):
+        pieces = real_build(c, **kw)
 
         def loss_fn(params, x0, key):
             loss, m = pieces.loss_fn(params, x0, key)

@@ -162,8 +162,13 @@ def generate(
         ``float32`` numpy array ``(n, 28, 28, 1)`` in the model scale.
 
     Raises:
-        ValueError: For a sampler that does not fit the run's process.
+        ValueError: For a sampler that does not fit the run's process, or ``clip_x0`` with
+            a sampler other than DDIM.
     """
+    if clip_x0 and sampler != "ddim":
+        raise ValueError(
+            f"clipping x0 (--clip-x0) applies to the ddim sampler only, not {sampler!r}."
+        )
     out = []
     for i in range(math.ceil(n / batch)):
         b = min(batch, n - i * batch)

@@ -194,3 +194,13 @@ def test_cosine_run_refuses_to_resume_with_other_epochs(tmp_path):
     longer = Config(cfg.model, cfg.process, TrainConfig(**{**cfg.train.__dict__, "epochs": 2}))
     with pytest.raises(CheckpointError, match="same --epochs"):
         fit(longer, tmp_path / "r", resume=True, **kw)
+
+
+def test_clip_x0_with_a_non_ddim_sampler_is_an_error():
+    from jaxdiff.runner import generate
+
+    cfg = Config(model=ModelConfig(hidden=(4,), kernel_size=3), process=ProcessConfig(T=10))
+    pieces = build(cfg)
+    params = init_params(pieces, jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="ddim sampler only, not 'ancestral'"):
+        generate(cfg, pieces, params, jax.random.PRNGKey(1), 2, "ancestral", clip_x0=True)

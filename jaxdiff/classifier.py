@@ -35,6 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxdiff.ops import get_conv
+
 ASSET_DIR = Path(__file__).resolve().parent / "assets"
 DEFAULT_PARAMS = ASSET_DIR / "classifier.msgpack"
 DEFAULT_CARD = ASSET_DIR / "classifier.json"
@@ -46,61 +48,22 @@ class ClassifierChecksumError(ValueError):
     """Raised when the classifier parameter file does not match its recorded sha256."""
 
 
-def _xla_conv(x: jax.Array, w: jax.Array) -> jax.Array:
-    return jax.lax.conv_general_dilated(
-        x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-
-
-@jax.custom_vjp
-def conv_same(x: jax.Array, w: jax.Array) -> jax.Array:
-    """'SAME', stride-1 convolution (NHWC x HWIO, odd kernel) with a loop-friendly gradient.
-
-    Forward is XLA's convolution. The backward pass is written so it stays fast inside
-    ``lax.scan`` on XLA:CPU, where the convolutions JAX derives for the gradient are very slow
-    in a loop body (measured here: weight gradient ~2 s vs 33 ms outside a loop; see
-    jax-ml/jax#12868): the input gradient is a plain forward convolution of the cotangent with
-    the flipped, in/out-swapped kernel, the weight gradient an im2col contraction.
-
-    Args:
-        x: Input ``(B, H, W, Cin)``.
-        w: Kernel ``(k, k, Cin, Cout)``, ``k`` odd.
-
-    Returns:
-        ``(B, H, W, Cout)``.
-    """
-    return _xla_conv(x, w)
-
-
-def _conv_same_fwd(x, w):
-    return _xla_conv(x, w), (x, w)
-
-
-def _conv_same_bwd(res, dy):
-    x, w = res
-    k = w.shape[0]
-    r = k // 2
-    _, h, wd, _ = x.shape
-    dx = _xla_conv(dy, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2))
-    xp = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)))
-    cols = jnp.stack([xp[:, i : i + h, j : j + wd] for i in range(k) for j in range(k)], 3)
-    dw = jnp.einsum("bhwpc,bhwo->pco", cols, dy).reshape(w.shape)
-    return dx, dw
-
-
-conv_same.defvjp(_conv_same_fwd, _conv_same_bwd)
-
-
 class ConvSame(nn.Module):
-    """Convolution layer (LeCun-normal kernel, zero bias) over :func:`conv_same`.
+    """'SAME' stride-1 convolution layer (LeCun-normal kernel, zero bias).
+
+    It convolves through :func:`jaxdiff.ops.get_conv`, the same implementations as the
+    diffusion models (``"auto"``: the fastest tested path for the backend, whose gradients
+    stay fast inside the scanned training epoch).
 
     Attributes:
         features: Output channels.
         kernel_size: Odd kernel size.
+        impl: Convolution implementation name (see :mod:`jaxdiff.ops`).
     """
 
     features: int
     kernel_size: int
+    impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -110,7 +73,7 @@ class ConvSame(nn.Module):
             raise ValueError(f"kernel_size must be odd, got {k}.")
         w = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features))
         b = self.param("bias", nn.initializers.zeros, (self.features,))
-        return conv_same(x, w) + b
+        return get_conv(self.impl)(x, w) + b
 
 
 def _avg_pool2(x: jax.Array) -> jax.Array:
@@ -131,11 +94,13 @@ class LeNet(nn.Module):
         features_dim: Width of the penultimate (feature) layer.
         num_classes: Number of output classes.
         dropout: Dropout rate applied to the features during training only.
+        conv_impl: Convolution implementation name (see :mod:`jaxdiff.ops`).
     """
 
     features_dim: int = FEATURE_DIM
     num_classes: int = NUM_CLASSES
     dropout: float = 0.3
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
@@ -149,7 +114,7 @@ class LeNet(nn.Module):
             ``(features (B, features_dim), logits (B, num_classes))``, ``float32``.
         """
         for width, k in ((32, 5), (64, 3), (64, 3)):
-            x = ConvSame(width, k)(x)
+            x = ConvSame(width, k, impl=self.conv_impl)(x)
             x = nn.relu(x)
             x = _avg_pool2(x)
         x = x.reshape(x.shape[0], -1)

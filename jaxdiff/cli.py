@@ -77,7 +77,10 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
     m.add_argument("--ln-over-channels", action="store_true", help="LayerNorm over (C,H,W)")
     m.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     m.add_argument(
-        "--conv-impl", default="xla", help="convolution implementation (see jaxdiff.ops)"
+        "--conv-impl",
+        default="auto",
+        help="convolution implementation: auto (the fastest tested path for the backend;\n"
+        "config.json records what it resolved to), xla (the reference), fast, loopsafe",
     )
     m.add_argument("--attention", action="store_true", help="UNet: attention at 7x7")
     q = p.add_argument_group("process")
@@ -133,19 +136,19 @@ def config_from_args(
         parser.error("--warmup-steps needs --lr-schedule cosine")
     if args.kernel_size % 2 == 0:
         parser.error(f"--kernel-size must be odd (same padding), got {args.kernel_size}")
+    from jaxdiff.ops import available_convs, resolve_conv_impl
+
+    if args.conv_impl not in available_convs():
+        parser.error(f"--conv-impl {args.conv_impl!r} unknown; choose from {available_convs()}")
     model = ModelConfig(
         name=args.model,
         hidden=hidden,
         kernel_size=args.kernel_size,
         ln_over_channels=args.ln_over_channels,
         precision=args.precision,
-        conv_impl=args.conv_impl,
+        conv_impl=resolve_conv_impl(args.conv_impl),
         attention=args.attention,
     )
-    from jaxdiff.ops import available_convs
-
-    if args.conv_impl not in available_convs():
-        parser.error(f"--conv-impl {args.conv_impl!r} unknown; choose from {available_convs()}")
     if kind == "ddpm":
         if not 0.0 < args.beta1 < args.beta2 < 1.0:
             parser.error(f"need 0 < --beta1 < --beta2 < 1, got {args.beta1}, {args.beta2}")

@@ -33,7 +33,7 @@ class ModelConfig:
     last_kernel_size: int = 3
     ln_over_channels: bool = False
     precision: str = "fp32"
-    conv_impl: str = "xla"
+    conv_impl: str = "auto"
     attention: bool = False
 
 

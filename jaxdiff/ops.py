@@ -25,7 +25,7 @@ passes than one block). The backward pass is a hand-written ``jax.custom_vjp``: 
 gradient runs the same transforms in reverse, the kernel gradient is one batched matmul over
 the saved input spectrum (``(F, Cin, 2B) @ (F, 2B, 2 Cout)``), mapped back to the ``k x k``
 taps by the adjoint of the (tiny) kernel transform. XLA's CPU weight-gradient convolution,
-the bottleneck of the reference path, is not used. Kernels of 3x3 and smaller go to XLA's
+the bottleneck of the reference path, is not used. Kernels of 5x5 and smaller go to XLA's
 convolution, which is as fast or faster for them.
 
 :func:`layer_norm_gelu` and :func:`gelu_erf` are the starter block's LayerNorm + GELU with
@@ -504,10 +504,13 @@ def _loopsafe_bwd(res, dy):
 conv2d_loopsafe.defvjp(_loopsafe_fwd, _loopsafe_bwd)
 
 
-#: Kernels with at most this many taps (3x3) go to XLA's convolution in
-#: :func:`conv2d_fourier`: for them the Fourier route is no faster overall (measured with
-#: ``benchmarks/conv_layers.py``: 0.6x-1.6x forward, 0.9x-1.0x forward + backward).
-SMALL_KERNEL_TAPS = 9
+#: Kernels with at most this many taps (5x5, 3x3, 1x1) go to the loop-safe XLA convolution
+#: in :func:`conv2d_fourier`: for them the Fourier route is no faster overall (measured with
+#: ``benchmarks/conv_layers.py``: 3x3 0.6x-1.6x forward, 0.9x-1.0x forward + backward; the
+#: classifier's 5x5 1->32 layer 0.3x forward, 0.96x forward + backward against
+#: ``loopsafe``). From 7x7 on the Fourier route wins (1.1x-3x forward, 3.5x-18x forward +
+#: backward against ``loopsafe``).
+SMALL_KERNEL_TAPS = 25
 
 #: Images per block of the NHWC Fourier convolution (see :func:`conv2d_fourier`).
 DEFAULT_CHUNK = 16
@@ -542,7 +545,7 @@ def conv2d_fourier(x: jax.Array, kernel: jax.Array, chunk: int = DEFAULT_CHUNK) 
     backward pass loops over the same chunks for the input gradient and then computes the
     kernel gradient as one product per frequency contracting over all chunks and images
     (short per-chunk contractions run far below GEMM speed). Kernels of at most
-    :data:`SMALL_KERNEL_TAPS` taps (3x3, 1x1) go to :func:`conv2d_loopsafe` (XLA's
+    :data:`SMALL_KERNEL_TAPS` taps (5x5, 3x3, 1x1) go to :func:`conv2d_loopsafe` (XLA's
     convolution, which is as fast or faster for them, with a loop-friendly gradient).
 
     Args:
@@ -687,6 +690,41 @@ _CONVS: dict[str, ConvFn] = {
     "loopsafe": conv2d_loopsafe,
 }
 
+#: The name that picks the fastest tested implementation for the backend (the default).
+AUTO = "auto"
+#: What :data:`AUTO` resolves to, per JAX backend. CPU: the Fourier convolution for large
+#: kernels and the loop-safe XLA path for 5x5 and smaller (``"fast"`` does both); XLA's
+#: CPU convolution gradients are 70x slower inside ``lax.scan`` (jax-ml/jax#12868). Other
+#: backends (GPU, TPU): XLA's own convolution (cuDNN), where Fourier-as-matmul is not
+#: known to be faster.
+AUTO_BY_BACKEND = {"cpu": "fast"}
+AUTO_FALLBACK = "xla"
+
+
+def resolve_conv_impl(name: str, backend: str | None = None) -> str:
+    """Resolve ``"auto"`` to a concrete implementation name for ``backend``.
+
+    Args:
+        name: ``"auto"`` or a registered name (returned unchanged once checked).
+        backend: A JAX backend name (``"cpu"``, ``"gpu"``, ``"tpu"``); default: the
+            current default backend.
+
+    Returns:
+        A registered, concrete implementation name.
+
+    Raises:
+        ValueError: For an unknown name, listing the known ones.
+    """
+    if name == AUTO:
+        backend = backend or jax.default_backend()
+        return AUTO_BY_BACKEND.get(backend, AUTO_FALLBACK)
+    if name not in _CONVS:
+        raise ValueError(
+            f"unknown conv impl {name!r}; choose from {available_convs()} "
+            f"({AUTO!r} picks the fastest for the backend)."
+        )
+    return name
+
 
 def register_conv(name: str, fn: ConvFn) -> None:
     """Register a convolution implementation ``fn(x_nhwc, kernel_hwio) -> y_nhwc``.
@@ -702,7 +740,8 @@ def get_conv(name: str) -> ConvFn:
     """Look up a registered convolution implementation.
 
     Args:
-        name: A registered name, e.g. ``"xla"``.
+        name: A registered name, e.g. ``"xla"``, or ``"auto"`` (resolved for the current
+            backend by :func:`resolve_conv_impl`).
 
     Returns:
         The convolution function.
@@ -710,12 +749,9 @@ def get_conv(name: str) -> ConvFn:
     Raises:
         ValueError: For an unknown name, listing the known ones.
     """
-    try:
-        return _CONVS[name]
-    except KeyError:
-        raise ValueError(f"unknown conv impl {name!r}; known: {sorted(_CONVS)}.") from None
+    return _CONVS[resolve_conv_impl(name)]
 
 
 def available_convs() -> list[str]:
-    """Names of the registered convolution implementations."""
-    return sorted(_CONVS)
+    """Names accepted by :func:`get_conv`: ``"auto"`` and the registered implementations."""
+    return [AUTO, *sorted(_CONVS)]

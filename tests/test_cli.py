@@ -48,6 +48,9 @@ def test_ddpm_then_sample(tmp_path, data_dir):
         "final/config.json",
     ):
         assert (work / name).exists(), name
+    # no --conv-impl: "auto", recorded as the path it resolved to for this backend
+    saved = json.loads((work / "config.json").read_text())["config"]["model"]["conv_impl"]
+    assert saved == {"cpu": "fast"}.get(jax.default_backend(), "xla")
     rec = json.loads((work / "metrics.jsonl").read_text().splitlines()[0])
     assert rec["step"] == 2 and rec["images_per_s"] > 0 and np.isfinite(rec["loss"])
     r = _run(

@@ -313,3 +313,23 @@ def test_loopsafe_conv_matches_reference_in_a_scan(k, cin, cout):
     da = jax.grad(partial(loss, conv2d_loopsafe), argnums=1)(xb, wb).astype(jnp.float32)
     db = jax.grad(partial(loss, conv2d_reference), argnums=1)(x, w)
     assert float(jnp.abs(da - db).max()) < 0.05 * float(jnp.abs(db).max())
+
+
+def test_auto_resolves_per_backend_and_rejects_unknown_names():
+    assert ops.resolve_conv_impl("auto", "cpu") == "fast"
+    assert ops.resolve_conv_impl("auto", "gpu") == "xla"
+    assert ops.resolve_conv_impl("auto", "tpu") == "xla"
+    assert ops.resolve_conv_impl("loopsafe", "gpu") == "loopsafe"  # explicit names stay
+    assert ops.get_conv("auto") is ops.get_conv(ops.resolve_conv_impl("auto"))
+    assert "auto" in ops.available_convs()
+    with pytest.raises(ValueError, match=r"unknown conv impl 'fft'; choose from \['auto'"):
+        ops.get_conv("fft")
+
+
+@pytest.mark.parametrize("k", [5, 3])
+def test_fast_sends_small_kernels_to_the_loopsafe_path(k):
+    x, kernel, _ = _inputs(2, 10, 10, 1, 4, k)
+    jaxpr = str(jax.make_jaxpr(ops.conv2d_fourier)(x, kernel))
+    assert "conv_general_dilated" in jaxpr and "dot_general" not in jaxpr
+    x7, kernel7, _ = _inputs(2, 10, 10, 1, 4, 7)
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(ops.conv2d_fourier)(x7, kernel7))

@@ -27,7 +27,7 @@ class CNNBlock(nn.Module):
     kernel_size: int = 7
     ln_over_channels: bool = False
     dtype: Any = jnp.float32
-    conv_impl: str = "xla"
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -59,7 +59,7 @@ class CNN(nn.Module):
     out_channels: int = 1
     ln_over_channels: bool = False
     dtype: Any = jnp.float32
-    conv_impl: str = "xla"
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:

@@ -39,21 +39,29 @@ class Conv(nn.Module):
         features: Output channels.
         kernel_size: Odd square kernel size (padding ``kernel_size // 2``, as the starter).
         dtype: Compute dtype (``float32`` or ``bfloat16``); parameters stay ``float32``.
-        impl: ``"xla"`` (reference) or another name registered in :mod:`jaxdiff.ops`.
+        zero_init: Start kernel and bias at zero (e.g. a residual branch's last layer);
+            otherwise PyTorch's default init.
+        impl: ``"auto"`` (the fastest for the backend), ``"xla"`` (reference) or another
+            name registered in :mod:`jaxdiff.ops`.
     """
 
     features: int
     kernel_size: int = 3
     dtype: Any = jnp.float32
-    impl: str = "xla"
+    zero_init: bool = False
+    impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """Apply the convolution to ``x`` of shape ``(B, H, W, Cin)``."""
         k = self.kernel_size
         cin = x.shape[-1]
-        kernel = self.param("kernel", torch_kernel_init, (k, k, cin, self.features))
-        bias = self.param("bias", torch_bias_init(k * k * cin), (self.features,))
+        if self.zero_init:
+            kinit, binit = nn.initializers.zeros, nn.initializers.zeros
+        else:
+            kinit, binit = torch_kernel_init, torch_bias_init(k * k * cin)
+        kernel = self.param("kernel", kinit, (k, k, cin, self.features))
+        bias = self.param("bias", binit, (self.features,))
         y = get_conv(self.impl)(x.astype(self.dtype), kernel.astype(self.dtype))
         # float32 bias add: a bf16 bias-gradient reduction is a slow reduce-window on XLA CPU
         return (y.astype(jnp.float32) + bias).astype(y.dtype)

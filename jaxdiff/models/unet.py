@@ -42,7 +42,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiff.models.layers import Conv, Dense, torch_bias_init, torch_kernel_init
-from jaxdiff.ops import get_conv
 
 
 def timestep_embedding(t_frac: jax.Array, dim: int, scale: float = 1000.0) -> jax.Array:
@@ -69,40 +68,15 @@ def timestep_embedding(t_frac: jax.Array, dim: int, scale: float = 1000.0) -> ja
     return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
 
 
-class ZeroConv(nn.Module):
-    """Same-padded stride-1 convolution whose kernel and bias start at zero.
+class ZeroConv(Conv):
+    """A :class:`jaxdiff.models.layers.Conv` whose kernel and bias start at zero.
 
-    Same computation as :class:`jaxdiff.models.layers.Conv` (through
-    :func:`jaxdiff.ops.get_conv`, so every registered implementation applies), with a
-    selectable initialisation.
-
-    Attributes:
-        features: Output channels.
-        kernel_size: Odd square kernel size.
-        zero_init: Zero kernel and bias; otherwise PyTorch's default init, as ``Conv``.
-        dtype: Compute dtype; parameters stay ``float32``.
-        impl: Convolution implementation name.
+    The same layer and computation as ``Conv`` (one code path for every registered
+    convolution, fp32 bias add included); only the default initialisation differs.
+    ``zero_init=False`` gives PyTorch's default init, as ``Conv``.
     """
 
-    features: int
-    kernel_size: int = 3
     zero_init: bool = True
-    dtype: Any = jnp.float32
-    impl: str = "xla"
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Apply the convolution to ``x`` of shape ``(B, H, W, Cin)``."""
-        k = self.kernel_size
-        cin = x.shape[-1]
-        if self.zero_init:
-            kinit, binit = nn.initializers.zeros, nn.initializers.zeros
-        else:
-            kinit, binit = torch_kernel_init, torch_bias_init(k * k * cin)
-        kernel = self.param("kernel", kinit, (k, k, cin, self.features))
-        bias = self.param("bias", binit, (self.features,))
-        y = get_conv(self.impl)(x.astype(self.dtype), kernel.astype(self.dtype))
-        return y + bias.astype(y.dtype)
 
 
 class ResBlock(nn.Module):
@@ -121,7 +95,7 @@ class ResBlock(nn.Module):
     features: int
     num_groups: int = 8
     dtype: Any = jnp.float32
-    conv_impl: str = "xla"
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, temb: jax.Array) -> jax.Array:
@@ -218,7 +192,7 @@ class UNet(nn.Module):
     hidden: Sequence[int] = (32, 64, 64)
     attention: bool = False
     dtype: Any = jnp.float32
-    conv_impl: str = "xla"
+    conv_impl: str = "auto"
     num_groups: int = 8
     num_res_blocks: int = 1
     num_heads: int = 1

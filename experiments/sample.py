@@ -26,6 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="DDIM steps")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
     p.add_argument(
+        "--sample-noise",
+        type=float,
+        default=None,
+        help="cold: step noise of the reverse process (default: the run's own)",
+    )
+    p.add_argument(
         "--clip-x0", action="store_true", help="DDIM: clip predicted clean images to [-1, 1]"
     )
     p.add_argument(

@@ -96,6 +96,18 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
             "--degradation", default=DEFAULT_DEGRADATION, help="registered degradation name"
         )
         q.add_argument("--loss", choices=("l1", "l2"), default="l1")
+        q.add_argument(
+            "--noise",
+            type=float,
+            default=0.0,
+            help="training noise: std of Gaussian noise added to each degraded input",
+        )
+        q.add_argument(
+            "--sample-noise",
+            type=float,
+            default=None,
+            help="step noise of the reverse process (default 1.25 x --noise, as IHDM)",
+        )
     o = p.add_argument_group("output")
     o.add_argument("--workdir", type=Path, default=None, help="run folder (default runs/<name>)")
     o.add_argument("--data-dir", default=None, help="MNIST folder (else $JAXDIFF_DATA_DIR)")
@@ -163,7 +175,17 @@ def config_from_args(
                 f"--degradation {args.degradation!r} unknown; choose from {sorted(DEGRADATIONS)}"
             )
         T = args.T or default_T(args.degradation)  # noqa: N806
-        process = ProcessConfig(kind="cold", T=T, degradation=args.degradation, loss=args.loss)
+        if args.noise < 0 or (args.sample_noise is not None and args.sample_noise < 0):
+            parser.error("--noise and --sample-noise must be >= 0")
+        sample_noise = 1.25 * args.noise if args.sample_noise is None else args.sample_noise
+        process = ProcessConfig(
+            kind="cold",
+            T=T,
+            degradation=args.degradation,
+            loss=args.loss,
+            noise=args.noise,
+            sample_noise=sample_noise,
+        )
     train = TrainConfig(
         lr=args.lr,
         batch_size=args.batch_size,
@@ -266,8 +288,10 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
         start=start,
         batch=batch,
         clip_x0=clip_x0,
+        noise=getattr(args, "sample_noise", None),
     )
     default_steps = 100 if sampler == "ddim" else cfg.process.T
+    noise = getattr(args, "sample_noise", None)
     info = {
         "checkpoint": str(args.checkpoint),
         "epoch": meta.get("epoch"),
@@ -276,6 +300,9 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
         "steps": args.steps or default_steps,
         "eta": args.eta if sampler == "ddim" else None,
         "clip_x0": clip_x0 if sampler == "ddim" else None,
+        "noise": (cfg.process.sample_noise if noise is None else noise)
+        if cfg.process.kind == "cold"
+        else None,
         "sample_seconds": round(time.perf_counter() - t0, 2),
         "seed": args.seed,
         "weights": weights,

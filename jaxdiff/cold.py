@@ -41,6 +41,7 @@ from jaxdiff.data import normalize
 from jaxdiff.degradations import Degradation
 
 ApplyFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
+_NOISE_PURPOSE = 7  # fold_in(key, 7): the step-noise key of a stochastic reverse process
 
 
 class Trajectory(NamedTuple):
@@ -143,6 +144,18 @@ def _example_keys(degrade: Degradation, key: jax.Array | None, b: int) -> jax.Ar
     return jax.random.split(key, b)
 
 
+def _keys(
+    degrade: Degradation, key: jax.Array | None, b: int, noise: float
+) -> tuple[jax.Array | None, jax.Array | None]:
+    """Per-example degradation keys and the step-noise key (each ``None`` when unused)."""
+    if not (isinstance(noise, (int, float)) and noise >= 0):
+        raise ValueError(f"noise must be a number >= 0, got {noise!r}.")
+    if noise > 0 and key is None:
+        raise ValueError("a stochastic reverse process (noise > 0) needs key=.")
+    keys = _example_keys(degrade, key, b)
+    return keys, (jax.random.fold_in(key, _NOISE_PURPOSE) if noise > 0 else None)
+
+
 def _batched(degrade: Degradation, x: jax.Array, t: jax.Array, keys: jax.Array | None):
     tt = jnp.full((x.shape[0],), t, jnp.int32)
     if keys is None:
@@ -157,12 +170,18 @@ def _reverse(
     degrade: Degradation,
     x: jax.Array,
     keys: jax.Array | None,
+    noise: jax.Array,
+    noise_key: jax.Array | None,
     *,
     grid: tuple[int, ...],
     algorithm: int,
     slots: tuple[int, ...],
 ):
-    """One scan over the transitions ``grid[i] -> grid[i + 1]``; returns (x0, buffers)."""
+    """One scan over the transitions ``grid[i] -> grid[i + 1]``; returns (x0, buffers).
+
+    With ``noise_key`` given, ``noise * N(0, I)`` (drawn from ``fold_in(noise_key, i)`` at
+    transition ``i``) is added to every new state except the last (``t = 0``).
+    """
     T = degrade.T  # noqa: N806
     b = x.shape[0]
     n_keep = max(slots) + 1
@@ -179,27 +198,40 @@ def _reverse(
 
     def step(carry, inp):
         x, bufs = carry
-        t, s, slot = inp
+        t, s, slot, i = inp
         x0_hat = apply_fn(params, x, jnp.full((b,), t / T, jnp.float32)).astype(x.dtype)
         d_s = _batched(degrade, x0_hat, s, keys)
         if algorithm == 1:
             x_next = d_s
         else:
             x_next = x - _batched(degrade, x0_hat, t, keys) + d_s
+        if noise_key is not None:
+            z = jax.random.normal(jax.random.fold_in(noise_key, i), x.shape, x.dtype)
+            x_next = x_next + jnp.where(s > 0, noise, 0.0).astype(x.dtype) * z
         return (x_next, record(bufs, slot, x, x0_hat)), None
 
     ts = jnp.asarray(grid[:-1], jnp.int32)
     ss = jnp.asarray(grid[1:], jnp.int32)
     sl = jnp.asarray(slots[:-1], jnp.int32)
-    (x, bufs), _ = jax.lax.scan(step, (x, bufs), (ts, ss, sl))
+    steps = jnp.arange(len(grid) - 1, dtype=jnp.int32)
+    (x, bufs), _ = jax.lax.scan(step, (x, bufs), (ts, ss, sl, steps))
     bufs = record(bufs, jnp.int32(slots[-1]), x, x)
     return x, bufs
 
 
-def _run(apply_fn, params, degrade, x, grid, algorithm, keep, keys):
+def _run(apply_fn, params, degrade, x, grid, algorithm, keep, keys, noise=0.0, noise_key=None):
     slots = _slots(grid, keep)
     x0, (bx, bh) = _reverse(
-        apply_fn, params, degrade, x, keys, grid=grid, algorithm=algorithm, slots=slots
+        apply_fn,
+        params,
+        degrade,
+        x,
+        keys,
+        jnp.float32(noise),
+        noise_key,
+        grid=grid,
+        algorithm=algorithm,
+        slots=slots,
     )
     if isinstance(keep, (int, np.integer)) and not isinstance(keep, bool) and keep == 0:
         return x0
@@ -218,8 +250,13 @@ def cold_sample(
     *,
     steps: int | None = None,
     key: jax.Array | None = None,
+    noise: float = 0.0,
 ) -> jax.Array | tuple[jax.Array, Trajectory]:
     """Generate by reversing a degradation from fully degraded states (Bansal Alg. 1 / 2).
+
+    With ``noise > 0`` the reverse process is stochastic (as in Inverse Heat Dissipation):
+    every new state but the last gets fresh Gaussian noise of that standard deviation, for
+    restorers trained on noisy inputs (:func:`jaxdiff.losses.cold_loss` with ``noise_std``).
 
     Args:
         apply_fn: Restorer ``apply_fn(params, x_t, t_frac (B,)) -> x0_hat``; hashable (e.g.
@@ -234,18 +271,24 @@ def cold_sample(
             the run's grid.
         steps: Number of reverse transitions (default ``T``: every step); fewer steps use an
             evenly spaced integer grid ``T = t_0 > t_1 > ... > 0`` with the same updates.
-        key: PRNG key, required for stochastic degradations (one key per trajectory).
+        key: PRNG key, required for stochastic degradations (one key per trajectory) and
+            for ``noise > 0``.
+        noise: Standard deviation of the Gaussian noise added after each step (0: the
+            deterministic algorithms of Bansal et al.).
 
     Returns:
         ``x0`` ``(B, H, W, C)``, or ``(x0, Trajectory)`` when ``keep`` asks for states.
 
     Raises:
-        ValueError: For a bad algorithm, ``T``, ``steps``, ``keep``, shape or missing key.
+        ValueError: For a bad algorithm, ``T``, ``steps``, ``keep``, shape, noise or
+            missing key.
     """
     t_max = _check_inputs(degrade, x_T, T, algorithm)
     grid = _time_grid(t_max, steps)
-    keys = _example_keys(degrade, key, x_T.shape[0])
-    return _run(apply_fn, params, degrade, jnp.asarray(x_T), grid, algorithm, keep, keys)
+    keys, noise_key = _keys(degrade, key, x_T.shape[0], noise)
+    return _run(
+        apply_fn, params, degrade, jnp.asarray(x_T), grid, algorithm, keep, keys, noise, noise_key
+    )
 
 
 def restore(
@@ -260,6 +303,7 @@ def restore(
     *,
     steps: int | None = None,
     key: jax.Array | None = None,
+    noise: float = 0.0,
 ) -> jax.Array | tuple[jax.Array, Trajectory]:
     """Conditional restoration: degrade real images to ``t_start``, then reverse to ``t = 0``.
 
@@ -273,7 +317,9 @@ def restore(
         algorithm: 1 or 2.
         keep: As in :func:`cold_sample` (the first kept state is the degraded input).
         steps: Reverse transitions from ``t_start`` (default ``t_start``).
-        key: PRNG key, required for stochastic degradations.
+        key: PRNG key, required for stochastic degradations and ``noise > 0``.
+        noise: As in :func:`cold_sample`; the degraded input gets the same noise (the
+            noisy states the restorer was trained on).
 
     Returns:
         The restored images, or ``(restored, Trajectory)`` when ``keep`` asks for states.
@@ -288,9 +334,12 @@ def restore(
         raise ValueError(f"t_start must be in 1..{t_max}, got {t_start}.")
     grid = _time_grid(int(t_start), steps)
     x0_real = jnp.asarray(x0_real)
-    keys = _example_keys(degrade, key, x0_real.shape[0])
+    keys, noise_key = _keys(degrade, key, x0_real.shape[0], noise)
     x_start = _degrade_batch(degrade, x0_real, int(t_start), keys)
-    return _run(apply_fn, params, degrade, x_start, grid, algorithm, keep, keys)
+    if noise_key is not None:
+        z = jax.random.normal(jax.random.fold_in(noise_key, -1), x_start.shape, x_start.dtype)
+        x_start = x_start + noise * z
+    return _run(apply_fn, params, degrade, x_start, grid, algorithm, keep, keys, noise, noise_key)
 
 
 @partial(jax.jit, static_argnames=("degrade", "t"))

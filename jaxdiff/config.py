@@ -49,6 +49,9 @@ class ProcessConfig:
         beta2: Last beta of the linear schedule.
         degradation: Cold: registered degradation name.
         loss: Cold: ``"l1"`` or ``"l2"``.
+        noise: Cold: training noise, the standard deviation of Gaussian noise added to
+            each degraded input (0: Bansal et al.'s deterministic setting).
+        sample_noise: Cold: the reverse process's default step noise (0: deterministic).
     """
 
     kind: str = "ddpm"
@@ -58,6 +61,8 @@ class ProcessConfig:
     beta2: float = 0.02
     degradation: str = ""
     loss: str = "l1"
+    noise: float = 0.0
+    sample_noise: float = 0.0
 
 
 @dataclass(frozen=True)

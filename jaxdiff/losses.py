@@ -52,10 +52,14 @@ def cold_loss(
     T: int,  # noqa: N803
     norm: str = "l1",
     stochastic: bool = False,
+    noise_std: float = 0.0,
 ) -> LossFn:
     """Cold-diffusion restoration loss (Bansal et al. 2022): ``|R(D(x0, t), t) - x0|``.
 
-    ``t ~ U{1, ..., T}``; the restorer sees ``t / T``.
+    ``t ~ U{1, ..., T}``; the restorer sees ``t / T``. With ``noise_std > 0`` it sees
+    ``D(x0, t) + noise_std * eps`` instead (the training noise of Inverse Heat Dissipation),
+    the states a stochastic reverse process (:func:`jaxdiff.cold.cold_sample` with
+    ``noise``) visits.
 
     Args:
         apply_fn: Restorer ``R``: ``apply_fn(params, x_t, t_frac) -> x0_hat``.
@@ -64,15 +68,18 @@ def cold_loss(
         T: Number of degradation steps.
         norm: ``"l1"`` (the paper's default) or ``"l2"``.
         stochastic: Whether ``degrade`` takes a per-example key.
+        noise_std: Standard deviation of Gaussian noise added to the degraded input.
 
     Returns:
         ``loss_fn(params, x0, key) -> (loss, {"loss": loss})``.
 
     Raises:
-        ValueError: For an unknown norm.
+        ValueError: For an unknown norm or a negative ``noise_std``.
     """
     if norm not in ("l1", "l2"):
         raise ValueError(f"unknown loss norm {norm!r}; use 'l1' or 'l2'.")
+    if noise_std < 0:
+        raise ValueError(f"noise_std must be >= 0, got {noise_std}.")
 
     def loss_fn(params, x0, key):
         kt, kd = jax.random.split(key)
@@ -82,6 +89,8 @@ def cold_loss(
             xt = jax.vmap(degrade)(x0, t, keys)
         else:
             xt = jax.vmap(degrade)(x0, t)
+        if noise_std > 0:
+            xt = xt + noise_std * jax.random.normal(jax.random.fold_in(kd, 1), xt.shape, xt.dtype)
         pred = apply_fn(params, xt, t.astype(jnp.float32) / T)
         err = pred - x0
         loss = jnp.mean(jnp.abs(err)) if norm == "l1" else jnp.mean(jnp.square(err))

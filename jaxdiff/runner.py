@@ -118,7 +118,9 @@ def build(cfg: Config, steps_per_epoch: int | None = None) -> Pieces:
         from jaxdiff.degradations import get_degradation
 
         degrade = get_degradation(p.degradation, p.T)
-        loss_fn = cold_loss(apply_fn, degrade, p.T, p.loss, stochastic=degrade.stochastic)
+        loss_fn = cold_loss(
+            apply_fn, degrade, p.T, p.loss, stochastic=degrade.stochastic, noise_std=p.noise
+        )
         return Pieces(model, apply_fn, loss_fn, tx, degrade=degrade)
     raise ValueError(f"unknown process kind {p.kind!r}; use 'ddpm' or 'cold'.")
 
@@ -140,6 +142,7 @@ def generate(
     batch: int = 250,
     start: Callable[[jax.Array, int], jax.Array] | None = None,
     clip_x0: bool = False,
+    noise: float | None = None,
 ) -> np.ndarray:
     """Draw ``n`` samples in batches (batch ``i`` uses ``fold_in(key, i)``).
 
@@ -157,6 +160,8 @@ def generate(
         start: Cold: ``start(key, n) -> x_T`` start states (see :mod:`jaxdiff.cold`).
         clip_x0: DDIM: clip each predicted clean image to ``[-1, 1]``
             (see :func:`jaxdiff.sampling.ddim_sample`).
+        noise: Cold: step noise of the reverse process (default: the run's
+            ``process.sample_noise``).
 
     Returns:
         ``float32`` numpy array ``(n, 28, 28, 1)`` in the model scale.
@@ -211,7 +216,8 @@ def generate(
                 cfg.process.T,
                 int(sampler[-1]),
                 steps=steps,
-                key=k_deg if pieces.degrade.stochastic else None,
+                key=k_deg,
+                noise=cfg.process.sample_noise if noise is None else noise,
             )
         out.append(np.asarray(x))
     return np.concatenate(out)
@@ -418,7 +424,7 @@ def fit(
         last_epoch = epoch + 1 == cfg.train.epochs
         if is_main and grid_n and ((epoch + 1) % grid_every == 0 or last_epoch):
             t1 = time.perf_counter()
-            sampler = "ancestral" if cfg.process.kind == "ddpm" else "cold2"
+            sampler = default_sampler(cfg)
             grid = generate(
                 cfg, pieces, state.ema_params, keys.sample, grid_n, sampler, start=start_fn
             )
@@ -505,7 +511,7 @@ def start_fn_for(
     pieces: Pieces,
     data_dir: str | None = None,
     images: np.ndarray | None = None,
-    noise_std: float = 0.01,
+    noise_std: float | None = None,
 ) -> Callable[[jax.Array, int], jax.Array]:
     """Build a cold run's start-state sampler from degraded training images.
 
@@ -518,7 +524,8 @@ def start_fn_for(
         pieces: From :func:`build`.
         data_dir: MNIST folder (when ``images`` is not given).
         images: Training images ``uint8 (N, 28, 28)``.
-        noise_std: Gaussian noise added to each start state (model scale).
+        noise_std: Gaussian noise added to each start state (model scale); default: the
+            run's training noise ``process.noise`` when it has one, else 0.01.
 
     Returns:
         ``start(key, n) -> x_T`` of shape ``(n, 28, 28, 1)``: a draw from the fitted
@@ -534,6 +541,8 @@ def start_fn_for(
     x0 = jnp.asarray(normalize(images[:10000]))
     key = jax.random.fold_in(run_keys(cfg.train.seed).sample, 1)
     dist = fit_start_distribution(pieces.degrade, x0, cfg.process.T, key)
+    if noise_std is None:
+        noise_std = cfg.process.noise or 0.01
     return start_sampler(dist, noise_std=noise_std, degrade=pieces.degrade)
 
 

@@ -222,3 +222,59 @@ def test_start_distribution_handles_collapsed_end_states(mnist):
     assert bool(jnp.all(jnp.isfinite(s)))
     # Fade ends in (nearly) black for every digit: the fitted start states are nearly black.
     assert float(jnp.abs(s + 0.5).max()) < 0.1
+
+
+def test_stochastic_reverse_adds_step_noise_but_not_at_the_end():
+    """Constant restorer c: Alg. 1 states are D(c, t) + noise * z, and x_0 = c exactly;
+    Alg. 2 accumulates the noise of every step but the last: x_0 - c ~ N(0, noise^2 (T-1))."""
+    d = get_degradation("blur", T)
+    c = jnp.full((256, 28, 28, 1), 0.1, jnp.float32)
+    x_T = _batched(d)(c, jnp.full((256,), T, jnp.int32))
+    key = jax.random.PRNGKey(3)
+    out1, traj = cold.cold_sample(oracle, c, d, x_T, algorithm=1, keep=T + 1, key=key, noise=0.05)
+    np.testing.assert_allclose(np.asarray(out1), np.asarray(c), atol=1e-6)
+    for i, t in enumerate(traj.t[1:-1], start=1):
+        resid = np.asarray(traj.x_t[i]) - np.asarray(_batched(d)(c, jnp.full((256,), t)))
+        assert abs(resid.std() - 0.05) < 0.002 and abs(resid.mean()) < 0.002
+    out2 = cold.cold_sample(oracle, c, d, x_T, algorithm=2, key=key, noise=0.05)
+    resid = np.asarray(out2) - np.asarray(c)
+    assert abs(resid.std() / (0.05 * np.sqrt(T - 1)) - 1) < 0.02
+    again = cold.cold_sample(oracle, c, d, x_T, algorithm=2, key=key, noise=0.05)
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(out2))
+    other = cold.cold_sample(oracle, c, d, x_T, algorithm=2, key=jax.random.PRNGKey(4), noise=0.05)
+    assert np.abs(np.asarray(other) - np.asarray(out2)).max() > 0.05
+    # noise 0 with a key is the deterministic algorithm
+    det = cold.cold_sample(oracle, c, d, x_T, algorithm=2, key=key, noise=0.0)
+    np.testing.assert_array_equal(
+        np.asarray(det), np.asarray(cold.cold_sample(oracle, c, d, x_T, algorithm=2))
+    )
+    with pytest.raises(ValueError, match="noise > 0.*needs key"):
+        cold.cold_sample(oracle, c, d, x_T, noise=0.05)
+    with pytest.raises(ValueError, match="noise must be a number >= 0"):
+        cold.cold_sample(oracle, c, d, x_T, key=key, noise=-1.0)
+
+
+def test_cold_loss_training_noise_has_its_closed_form():
+    """Identity degradation and identity restorer: the L2 loss is the noise variance."""
+    from jaxdiff.losses import cold_loss
+
+    def identity_d(x0, t):
+        del t
+        return x0
+
+    def identity_r(params, x, t_frac):
+        del params, t_frac
+        return x
+
+    x0 = jnp.zeros((64, 28, 28, 1))
+    loss, _ = cold_loss(identity_r, identity_d, 10, "l2", noise_std=0.2)(
+        None, x0, jax.random.key(0)
+    )
+    assert abs(float(loss) / 0.04 - 1) < 0.02
+    loss, _ = cold_loss(identity_r, identity_d, 10, "l1", noise_std=0.2)(
+        None, x0, jax.random.key(0)
+    )
+    assert abs(float(loss) / (0.2 * np.sqrt(2 / np.pi)) - 1) < 0.02  # E|N(0, s^2)| = s sqrt(2/pi)
+    assert float(cold_loss(identity_r, identity_d, 10)(None, x0, jax.random.key(0))[0]) == 0.0
+    with pytest.raises(ValueError, match="noise_std must be >= 0"):
+        cold_loss(identity_r, identity_d, 10, noise_std=-0.1)

@@ -192,6 +192,29 @@ def test_sediment_strokes_stay_sharp():
     np.testing.assert_allclose(out[:, :8], 0.0, atol=1e-6)
 
 
+def test_melt_is_sediment_then_blur_and_keeps_the_ink(digits):
+    d = dg.get_degradation("melt")
+    assert not d.linear and not d.stochastic and d.T == 50
+    sed, bl = dg.get_degradation("sediment"), dg.blur(50, sigma_min=0.3, sigma_max=4.0)
+    x = jnp.asarray(digits)
+    for t in (1, 17, 50):
+        tt = np.full(10, t)
+        composed = np.asarray(_call(bl, _call(sed, x, tt), tt))
+        np.testing.assert_allclose(np.asarray(_call(d, x, tt)), composed, atol=1e-5)
+    s = _strip(d, digits)[..., 0] + 0.5  # ink (10, T + 1, 28, 28)
+    # Total ink is conserved exactly (settling keeps column mass, the heat kernel the mean).
+    np.testing.assert_allclose(
+        s.sum((2, 3)), s[:, :1].sum((2, 3)) * np.ones((1, d.T + 1)), rtol=1e-4
+    )
+    rows = np.arange(28) + 0.5
+    depth = (s * rows[None, None, :, None]).sum((2, 3)) / s.sum((2, 3))
+    assert np.all(depth[:, -1] > depth[:, 0] + 4)  # the ink ends low: a dune on the floor
+    # The end state is smooth: the settled skyline blurred (no sharp pile tops left).
+    assert np.abs(np.diff(s[:, -1], axis=1)).max() < 0.2
+    with pytest.raises(ValueError, match="sigma_min <= sigma_max"):
+        dg.get_degradation("melt", sigma_max=0.1)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_linear_flag_is_honest(name, digits):
     d = dg.get_degradation(name, T_SMALL)
@@ -209,7 +232,7 @@ def test_linear_flag_is_honest(name, digits):
 
 
 def test_registry_and_errors():
-    assert set(NAMES) == {"noise", "blur", "fade", "pixelate", "sediment"}
+    assert set(NAMES) == {"noise", "blur", "fade", "pixelate", "sediment", "melt"}
     assert {n: dg.default_T(n) for n in NAMES} == dg.DEFAULT_T
     assert dg.get_degradation("blur").T == dg.default_T("blur")
     assert dg.get_degradation("blur", 7).T == 7

@@ -480,3 +480,29 @@ def evaluate_command(args: argparse.Namespace) -> int:
     keys = ("fd", "fd_ci", "kid", "kid_ci", "precision", "recall", "class_kl", "confidence")
     print(json.dumps({k: result.get(k) for k in keys if k in result} | info, default=float))
     return 0
+
+
+def import_torch_command(args: argparse.Namespace) -> int:
+    """Import a PyTorch starter ``state_dict`` as an exported params folder.
+
+    Args:
+        args: Flags with ``state_dict`` (a ``.pt`` file) and ``out`` (the folder to write).
+
+    Returns:
+        Process exit status (0 on success, 2 on a user error).
+    """
+    from jaxdiff.checkpoint import export_params
+    from jaxdiff.torch_import import StateDictError, params_from_state_dict, read_state_dict
+
+    try:
+        cfg, params = params_from_state_dict(read_state_dict(args.state_dict))
+        export_params(
+            args.out,
+            cfg,
+            params,
+            {"source": str(args.state_dict), "imported_from": "pytorch state_dict"},
+        )
+    except (StateDictError, OSError) as err:
+        return fail(str(err))
+    print(json.dumps({"out": str(args.out), "model": cfg.model.name, "hidden": cfg.model.hidden}))
+    return 0

@@ -8,6 +8,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdiff.ops import gelu_erf, get_conv, layer_norm_gelu
 
@@ -95,6 +96,11 @@ def gelu(x: jax.Array) -> jax.Array:
     return gelu_erf(x)  # the same function; XLA's erfc is slow on CPU
 
 
+def starter_frequencies() -> np.ndarray:
+    """The starter's 16 time frequencies ``[0] + [2 pi 1.5**i for i < 15]`` (``float32``)."""
+    return np.concatenate([[0.0], 2 * np.pi * 1.5 ** np.arange(15.0)]).astype(np.float32)
+
+
 def starter_time_features(t: jax.Array) -> jax.Array:
     """The starter's sinusoidal time features.
 
@@ -104,7 +110,7 @@ def starter_time_features(t: jax.Array) -> jax.Array:
     Returns:
         ``(B, 32)``: ``[sin(t f), cos(t f) - 1]`` with ``f = [0] + [2 pi 1.5**i, i < 15]``.
     """
-    freqs = jnp.concatenate([jnp.zeros(1), 2 * jnp.pi * 1.5 ** jnp.arange(15.0)])
+    freqs = jnp.asarray(starter_frequencies())
     tf = t[:, None].astype(jnp.float32) * freqs[None, :]
     return jnp.concatenate([jnp.sin(tf), jnp.cos(tf) - 1.0], axis=-1)
 

@@ -22,8 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA or raw parameters")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sampler", default=None, help="ancestral|ddim (DDPM), cold1|cold2 (cold)")
-    p.add_argument("--steps", type=int, default=None, help="DDIM steps")
+    p.add_argument(
+        "--sampler", default=None, help="ancestral|ddim|dpmpp (DDPM), cold1|cold2 (cold)"
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help="DDIM (default 100) / dpmpp (20) / cold steps"
+    )
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
     p.add_argument(
         "--sample-noise",
@@ -32,7 +36,13 @@ def main(argv: list[str] | None = None) -> int:
         help="cold: step noise of the reverse process (default: the run's own)",
     )
     p.add_argument(
-        "--clip-x0", action="store_true", help="DDIM: clip predicted clean images to [-1, 1]"
+        "--clip-x0",
+        nargs="?",
+        const="wide",
+        default=None,
+        choices=("wide", "data"),
+        help="ddim/dpmpp: clip predicted clean images, to [-1, 1] (wide, the default) or to "
+        "the data range [-0.5, 0.5] (data)",
     )
     p.add_argument(
         "--out", type=Path, default=None, help="output prefix (default <ckpt>/samples_<seed>)"

@@ -115,6 +115,13 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
     o.add_argument("--grid-n", type=int, default=16, help="samples per epoch grid (0: none)")
     o.add_argument("--grid-every", type=_positive(int), default=1)
     o.add_argument("--keep-checkpoints", type=_positive(int), default=3, help="checkpoints kept")
+    o.add_argument(
+        "--export-epochs",
+        type=_int_tuple,
+        default=(),
+        help="also export the parameters after these epochs, e.g. 1,2,5,10,24,50\n"
+        "(to <workdir>/exports/epoch_NNN, small enough to commit)",
+    )
     o.add_argument("--chunk-steps", type=_positive(int), default=39, help="steps per jit call")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -236,6 +243,7 @@ def run_training(cfg: Config, args: argparse.Namespace, start_fn_factory=None) -
             keep_checkpoints=args.keep_checkpoints,
             progress=not args.no_progress,
             start_fn_factory=start_fn_factory,
+            export_epochs=tuple(args.export_epochs),
         )
     except (*USER_ERRORS, TrainingDiverged) as err:
         return fail(str(err))
@@ -269,7 +277,7 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
     from jaxdiff.runner import default_sampler, generate, load_run, start_fn_for
 
     weights = getattr(args, "weights", "ema")
-    clip_x0 = bool(getattr(args, "clip_x0", False))
+    clip_x0 = getattr(args, "clip_x0", None) or False
     cfg, pieces, params, meta = load_run(args.checkpoint, args.epoch, weights)
     sampler = args.sampler or default_sampler(cfg)
     start = None
@@ -290,7 +298,7 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
         clip_x0=clip_x0,
         noise=getattr(args, "sample_noise", None),
     )
-    default_steps = 100 if sampler == "ddim" else cfg.process.T
+    default_steps = {"ddim": 100, "dpmpp": 20}.get(sampler, cfg.process.T)
     noise = getattr(args, "sample_noise", None)
     info = {
         "checkpoint": str(args.checkpoint),
@@ -299,7 +307,7 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
         "sampler": sampler,
         "steps": args.steps or default_steps,
         "eta": args.eta if sampler == "ddim" else None,
-        "clip_x0": clip_x0 if sampler == "ddim" else None,
+        "clip_x0": clip_x0 if sampler in ("ddim", "dpmpp") else None,
         "noise": (cfg.process.sample_noise if noise is None else noise)
         if cfg.process.kind == "cold"
         else None,

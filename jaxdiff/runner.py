@@ -30,7 +30,7 @@ from jaxdiff.data import FILES, load_mnist
 from jaxdiff.losses import LossFn, cold_loss, ddpm_loss
 from jaxdiff.models import build_model
 from jaxdiff.parallel import data_mesh, shardings
-from jaxdiff.sampling import ddim_sample, ddpm_sample
+from jaxdiff.sampling import CLIP_RANGES, ddim_sample, ddpm_sample, dpmpp_sample
 from jaxdiff.schedules import Schedule, make_schedule
 from jaxdiff.train import (
     TrainState,
@@ -141,7 +141,7 @@ def generate(
     eta: float = 0.0,
     batch: int = 250,
     start: Callable[[jax.Array, int], jax.Array] | None = None,
-    clip_x0: bool = False,
+    clip_x0: bool | str = False,
     noise: float | None = None,
 ) -> np.ndarray:
     """Draw ``n`` samples in batches (batch ``i`` uses ``fold_in(key, i)``).
@@ -152,14 +152,15 @@ def generate(
         params: Parameters to sample with (usually the EMA ones).
         key: PRNG key.
         n: Number of samples.
-        sampler: DDPM: ``"ancestral"`` (the starter's) or ``"ddim"``; cold: ``"cold1"`` or
-            ``"cold2"`` (Bansal Alg. 1 / 2).
-        steps: DDIM steps (default 100).
+        sampler: DDPM: ``"ancestral"`` (the starter's), ``"ddim"`` or ``"dpmpp"``
+            (DPM-Solver++(2M)); cold: ``"cold1"`` or ``"cold2"`` (Bansal Alg. 1 / 2).
+        steps: DDIM steps (default 100), DPM-Solver++ steps (default 20) or cold steps.
         eta: DDIM eta.
         batch: Samples per jitted call.
         start: Cold: ``start(key, n) -> x_T`` start states (see :mod:`jaxdiff.cold`).
-        clip_x0: DDIM: clip each predicted clean image to ``[-1, 1]``
-            (see :func:`jaxdiff.sampling.ddim_sample`).
+        clip_x0: DDIM / DPM-Solver++: clip each predicted clean image, to ``[-1, 1]``
+            for ``True`` or ``"wide"``, to the data range ``[-0.5, 0.5]`` for ``"data"``
+            (:data:`jaxdiff.sampling.CLIP_RANGES`).
         noise: Cold: step noise of the reverse process (default: the run's
             ``process.sample_noise``).
 
@@ -170,10 +171,16 @@ def generate(
         ValueError: For a sampler that does not fit the run's process, or ``clip_x0`` with
             a sampler other than DDIM.
     """
-    if clip_x0 and sampler != "ddim":
+    if clip_x0 and sampler not in ("ddim", "dpmpp"):
         raise ValueError(
-            f"clipping x0 (--clip-x0) applies to the ddim sampler only, not {sampler!r}."
+            f"clipping x0 (--clip-x0) applies to the ddim and dpmpp samplers, not {sampler!r}."
         )
+    clip = None
+    if clip_x0:
+        name = "wide" if clip_x0 is True else clip_x0
+        if name not in CLIP_RANGES:
+            raise ValueError(f"--clip-x0 {name!r} unknown; choose from {sorted(CLIP_RANGES)}.")
+        clip = CLIP_RANGES[name]
     out = []
     for i in range(math.ceil(n / batch)):
         b = min(batch, n - i * batch)
@@ -191,11 +198,15 @@ def generate(
                     shape,
                     steps or 100,
                     eta,
-                    clip_x0=clip_x0,
+                    clip=clip,
+                )
+            elif sampler == "dpmpp":
+                x = dpmpp_sample(
+                    pieces.apply_fn, params, pieces.sched, k, shape, steps or 20, clip=clip
                 )
             else:
                 raise ValueError(
-                    f"sampler {sampler!r} does not fit a DDPM run; use ancestral or ddim."
+                    f"sampler {sampler!r} does not fit a DDPM run; use ancestral, ddim or dpmpp."
                 )
         else:
             if sampler not in ("cold1", "cold2"):
@@ -297,6 +308,7 @@ def fit(
     progress: bool = True,
     images: np.ndarray | None = None,
     start_fn_factory: Callable[[Pieces, np.ndarray], Callable] | None = None,
+    export_epochs: tuple[int, ...] = (),
 ) -> tuple[TrainState, list[dict]]:
     """Train a run, writing config, metrics, figures and checkpoints into ``workdir``.
 
@@ -319,6 +331,9 @@ def fit(
         progress: Show a progress bar.
         images: Training images ``uint8 (N, 28, 28)`` to use instead of loading MNIST.
         start_fn_factory: Cold runs: ``factory(pieces, images) -> start(key, n)``.
+        export_epochs: After these epochs, also export the EMA parameters to
+            ``workdir/exports/epoch_NNN`` (small folders to commit and evaluate later, like
+            ``final``; checkpoints are not committed).
 
     Returns:
         ``(state, records)``: the final train state and all metrics records.
@@ -439,6 +454,13 @@ def fit(
         meta = {"config": cfg.to_dict(), "epoch": epoch + 1, "step": int(state.step)}
         ckpt.save(ckdir, epoch + 1, state, meta, keep=keep_checkpoints)
         records.append(rec)
+        if is_main and epoch + 1 in export_epochs:
+            ckpt.export_params(
+                workdir / "exports" / f"epoch_{epoch + 1:03d}",
+                cfg,
+                state.ema_params,
+                {"epoch": epoch + 1, "step": int(state.step)},
+            )
         if is_main:
             _write_metrics(workdir / "metrics.jsonl", records)
             plotting.plot_loss_curve(records, workdir / "loss.png")

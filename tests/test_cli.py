@@ -30,6 +30,8 @@ def test_ddpm_then_sample(tmp_path, data_dir):
             "4,4",
             "--grid-n",
             "4",
+            "--export-epochs",
+            "1",
             "--workdir",
             str(work),
             "--data-dir",
@@ -39,6 +41,7 @@ def test_ddpm_then_sample(tmp_path, data_dir):
     )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["epoch"] == 1
+    assert (work / "exports" / "epoch_001" / "params.msgpack").exists()
     for name in (
         "config.json",
         "metrics.jsonl",
@@ -62,11 +65,18 @@ def test_ddpm_then_sample(tmp_path, data_dir):
             "5",
             "--seed",
             "0",
+            "--sampler",
+            "dpmpp",
+            "--steps",
+            "4",
+            "--clip-x0",
+            "data",
             "--out",
             str(tmp_path / "s"),
         ]
     )
     assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["sampler"] == "dpmpp"
     x = np.load(tmp_path / "s.npy")
     assert x.shape == (5, 28, 28, 1) and np.all(np.isfinite(x))
     assert (tmp_path / "s.png").exists()
@@ -90,7 +100,7 @@ def test_ddpm_then_sample(tmp_path, data_dir):
     )
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
-    assert m["n"] == 20 and m["sampler"] == "ddim" and m["steps"] == 5 and m["clip_x0"] is True
+    assert m["n"] == 20 and m["sampler"] == "ddim" and m["steps"] == 5 and m["clip_x0"] == "wide"
     assert m["fd"] > m["floor"]["fd"] and len(m["fd_ci"]) == 2 and m["sample_seconds"] > 0
     for name in ("confident", "unconfident", "nn_closest", "nn_farthest", "per_class"):
         assert (tmp_path / "ev" / f"{name}.png").exists(), name

@@ -196,11 +196,20 @@ def test_cosine_run_refuses_to_resume_with_other_epochs(tmp_path):
         fit(longer, tmp_path / "r", resume=True, **kw)
 
 
-def test_clip_x0_with_a_non_ddim_sampler_is_an_error():
+def test_clip_x0_needs_ddim_or_dpmpp_and_a_known_range():
     from jaxdiff.runner import generate
 
     cfg = Config(model=ModelConfig(hidden=(4,), kernel_size=3), process=ProcessConfig(T=10))
     pieces = build(cfg)
     params = init_params(pieces, jax.random.PRNGKey(0))
-    with pytest.raises(ValueError, match="ddim sampler only, not 'ancestral'"):
+    with pytest.raises(ValueError, match="ddim and dpmpp samplers, not 'ancestral'"):
         generate(cfg, pieces, params, jax.random.PRNGKey(1), 2, "ancestral", clip_x0=True)
+    with pytest.raises(ValueError, match="--clip-x0 'tight' unknown"):
+        generate(cfg, pieces, params, jax.random.PRNGKey(1), 2, "ddim", clip_x0="tight")
+    # the data range clips harder than the wide one
+    x = {
+        c: generate(cfg, pieces, params, jax.random.PRNGKey(1), 2, "dpmpp", 3, clip_x0=c)
+        for c in (False, "wide", "data")
+    }
+    assert all(np.all(np.isfinite(v)) for v in x.values())
+    assert np.abs(x["data"]).max() <= np.abs(x[False]).max()

@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxdiff import evaluation as E
 from jaxdiff.data import load_mnist, normalize
+from jaxdiff.paths import atomic_write
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,8 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "calibration.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (out / "calibration.md").write_text(E.metrics_table(rows) + "\n")
+    atomic_write(out / "calibration.json", json.dumps(rows, indent=1) + "\n")
+    atomic_write(out / "calibration.md", E.metrics_table(rows) + "\n")
     print(E.metrics_table(rows))
     print(f"total {time.time() - t0:.1f}s")
 

@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 from flax import serialization
 
 from jaxdiff.config import Config
+from jaxdiff.paths import atomic_write
 
 
 class CheckpointError(RuntimeError):
@@ -46,13 +47,26 @@ def save(directory: str | os.PathLike, epoch: int, state: Any, meta: dict, keep:
         state: A pytree (the :class:`~jaxdiff.train.TrainState`).
         meta: JSON-ready metadata (config, epoch, step, ...).
         keep: How many checkpoints to keep.
+
+    Raises:
+        CheckpointError: If writing fails (e.g. a full disk); earlier checkpoints are kept.
     """
-    mngr = _manager(Path(directory), max_to_keep=keep)
+    directory = Path(directory)
+    mngr = _manager(directory, max_to_keep=keep)
     state = jax.device_get(state)
     args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-    mngr.save(epoch, args=args)
-    mngr.wait_until_finished()
-    mngr.close()
+    try:
+        mngr.save(epoch, args=args)
+        mngr.wait_until_finished()
+    except OSError as err:  # e.g. ENOSPC: orbax renames only complete checkpoints
+        last = mngr.latest_step()
+        kept = f"the last good one (epoch {last}) is kept" if last is not None else "none kept"
+        raise CheckpointError(
+            f"could not write the epoch-{epoch} checkpoint to {directory} ({err}); {kept}. "
+            "Free disk space (or choose another --workdir) and rerun with --resume."
+        ) from None
+    finally:
+        mngr.close()
 
 
 def latest_epoch(directory: str | os.PathLike) -> int | None:
@@ -141,15 +155,10 @@ def export_params(path: str | os.PathLike, cfg: Config, params: Any, extra: dict
         extra: Extra JSON metadata (epoch, step, ...).
     """
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    blob = serialization.to_bytes(jax.device_get(params))
-    tmp = path / "params.msgpack.tmp"
-    tmp.write_bytes(blob)
-    tmp.replace(path / "params.msgpack")
-    meta = {"config": cfg.to_dict(), **(extra or {})}
-    tmp = path / "config.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(path / "config.json")
+    atomic_write(path / "params.msgpack", serialization.to_bytes(jax.device_get(params)))
+    atomic_write(
+        path / "config.json", json.dumps({"config": cfg.to_dict(), **(extra or {})}, indent=2)
+    )
 
 
 def load_exported(path: str | os.PathLike, target: Any) -> tuple[Any, dict]:

@@ -36,6 +36,7 @@ import numpy as np
 import optax
 
 from jaxdiff.ops import get_conv
+from jaxdiff.paths import atomic_write
 
 ASSET_DIR = Path(__file__).resolve().parent / "assets"
 DEFAULT_PARAMS = ASSET_DIR / "classifier.msgpack"
@@ -349,7 +350,7 @@ def save_classifier(params: Any, card: dict, path: str | Path = DEFAULT_PARAMS) 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     params = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params)
-    path.write_bytes(flax.serialization.to_bytes(params))
+    atomic_write(path, flax.serialization.to_bytes(params))
     card = dict(card)
     card.update(
         params_file=path.name,
@@ -362,7 +363,7 @@ def save_classifier(params: Any, card: dict, path: str | Path = DEFAULT_PARAMS) 
         feature_layer="dense 128 after ReLU (penultimate layer)",
         input="float32 (B, 28, 28, 1), x / 255 - 0.5 in [-0.5, 0.5]",
     )
-    path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    atomic_write(path.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
     return card
 
 

@@ -15,6 +15,16 @@ from pathlib import Path
 from jaxdiff.checkpoint import CheckpointError
 from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
 from jaxdiff.data import DataError
+from jaxdiff.paths import (
+    atomic_json,
+    atomic_npy,
+    check_checkpoint,
+    check_readable_dir,
+    check_readable_file,
+    check_writable_dir,
+    check_writable_file,
+    load_samples,
+)
 
 USER_ERRORS = (DataError, CheckpointError, ValueError)
 
@@ -210,6 +220,40 @@ def config_from_args(
     return Config(model=model, process=process, train=train)
 
 
+MNIST_FILES = "the four MNIST IDX .gz files"
+
+
+def check_paths(
+    workdir: Path | None = None,
+    data_dir: str | Path | None = None,
+    checkpoint: Path | None = None,
+    out_dir: Path | None = None,
+    out_file: Path | None = None,
+) -> None:
+    """Check a driver's paths before any work (see :mod:`jaxdiff.paths`).
+
+    Args:
+        workdir: ``--workdir``: must be creatable and writable.
+        data_dir: ``--data-dir``: when given, an existing readable folder.
+        checkpoint: ``--checkpoint``: a run or an exported params folder.
+        out_dir: ``--out`` naming a folder: creatable and writable.
+        out_file: ``--out`` naming a file: its folder creatable and writable.
+
+    Raises:
+        jaxdiff.paths.PathError: One line naming the flag, the path, the problem and the fix.
+    """
+    if workdir is not None:
+        check_writable_dir(workdir, "--workdir")
+    if data_dir is not None:
+        check_readable_dir(data_dir, "--data-dir", MNIST_FILES)
+    if checkpoint is not None:
+        check_checkpoint(checkpoint)
+    if out_dir is not None:
+        check_writable_dir(out_dir, "--out")
+    if out_file is not None:
+        check_writable_file(out_file, "--out")
+
+
 def fail(msg: str) -> int:
     """Print a one-line error to stderr and return exit status 2."""
     print(f"error: {msg}", file=sys.stderr)
@@ -231,6 +275,7 @@ def run_training(cfg: Config, args: argparse.Namespace, start_fn_factory=None) -
     from jaxdiff.runner import TrainingDiverged, fit
 
     try:
+        check_paths(workdir=args.workdir, data_dir=args.data_dir)
         maybe_initialize_distributed()
         _, records = fit(
             cfg,
@@ -327,20 +372,19 @@ def sample_command(args: argparse.Namespace) -> int:
     Returns:
         Process exit status.
     """
-    import numpy as np
-
     from jaxdiff import plotting
 
     if args.n <= 0:
         return fail(f"--n must be positive, got {args.n}")
+    out = args.out or Path(args.checkpoint) / f"samples_seed{args.seed}"
     try:
+        check_paths(data_dir=args.data_dir, checkpoint=args.checkpoint)
+        check_writable_file(out.with_suffix(".npy"), "--out")
         x, info = draw_samples(args)
     except USER_ERRORS as err:
         return fail(str(err))
     sampler, secs = info["sampler"], info["sample_seconds"]
-    out = args.out or Path(args.checkpoint) / f"samples_seed{args.seed}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out.with_suffix(".npy"), x)
+    atomic_npy(out.with_suffix(".npy"), x)
     plotting.save_grid(x, out.with_suffix(".png"), title=f"{sampler}, epoch {info['epoch']}")
     print(
         json.dumps(
@@ -369,6 +413,7 @@ def cold_figures_command(args: argparse.Namespace) -> int:
     from jaxdiff.runner import cold_figures, load_run, start_fn_for
 
     try:
+        check_paths(workdir=args.workdir, data_dir=args.data_dir)
         cfg, pieces, params, _ = load_run(args.workdir)
         images, _ = load_mnist("train", args.data_dir)
         start = start_fn_for(cfg, pieces, images=images)
@@ -391,6 +436,7 @@ def export_command(args: argparse.Namespace) -> int:
     from jaxdiff.runner import load_run
 
     try:
+        check_paths(checkpoint=args.checkpoint, out_dir=args.out)
         cfg, _, params, meta = load_run(args.checkpoint, args.epoch, args.weights)
         extra = {"epoch": meta.get("epoch"), "step": meta.get("step"), "weights": args.weights}
         ckpt.export_params(args.out, cfg, params, extra)
@@ -432,18 +478,14 @@ def evaluate_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     info: dict = {}
     try:
+        check_paths(data_dir=args.data_dir, checkpoint=args.checkpoint, out_dir=out)
+        if args.samples is not None:  # checked (and read) before anything is computed
+            x = load_samples(args.samples, args.n)
+            info = {"samples": str(args.samples)}
         train, _ = load_mnist("train", args.data_dir)
         test, _ = load_mnist("test", args.data_dir)
         if args.checkpoint is not None:
             x, info = draw_samples(args, images=train, batch=args.batch)
-        else:
-            x = np.load(args.samples).astype(np.float32)
-            if x.ndim == 3:
-                x = x[..., None]
-            if x.shape[0] < args.n:
-                return fail(f"{args.samples} holds {x.shape[0]} samples, fewer than --n {args.n}")
-            x = x[: args.n]
-            info = {"samples": str(args.samples)}
         t1 = time.perf_counter()
         ref = prepare_reference(
             normalize(train), normalize(test), jax.random.PRNGKey(args.eval_seed), n=args.n
@@ -458,9 +500,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
     result.update(
         info, n=args.n, eval_seed=args.eval_seed, eval_seconds=round(time.perf_counter() - t1, 2)
     )
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "samples.npy", x)
-    (out / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
+    atomic_npy(out / "samples.npy", x)
+    atomic_json(out / "metrics.json", result, default=float)
     xs = scores.images
     plotting.save_grid(xs[ranks["confident"]], out / "confident.png", title="most confident")
     plotting.save_grid(xs[ranks["unconfident"]], out / "unconfident.png", title="least confident")
@@ -503,6 +544,8 @@ def import_torch_command(args: argparse.Namespace) -> int:
     from jaxdiff.torch_import import StateDictError, params_from_state_dict, read_state_dict
 
     try:
+        check_readable_file(args.state_dict, "--state-dict", "a PyTorch .pt state_dict file")
+        check_writable_dir(args.out, "--out")
         cfg, params = params_from_state_dict(read_state_dict(args.state_dict))
         export_params(
             args.out,
@@ -510,7 +553,7 @@ def import_torch_command(args: argparse.Namespace) -> int:
             params,
             {"source": str(args.state_dict), "imported_from": "pytorch state_dict"},
         )
-    except (StateDictError, OSError) as err:
+    except (*USER_ERRORS, StateDictError, OSError) as err:
         return fail(str(err))
     print(json.dumps({"out": str(args.out), "model": cfg.model.name, "hidden": cfg.model.hidden}))
     return 0

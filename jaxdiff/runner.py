@@ -30,6 +30,7 @@ from jaxdiff.data import FILES, load_mnist
 from jaxdiff.losses import LossFn, cold_loss, ddpm_loss
 from jaxdiff.models import build_model
 from jaxdiff.parallel import data_mesh, shardings
+from jaxdiff.paths import atomic_json, atomic_npy, atomic_write
 from jaxdiff.sampling import CLIP_RANGES, ddim_sample, ddpm_sample, dpmpp_sample
 from jaxdiff.schedules import Schedule, make_schedule
 from jaxdiff.train import (
@@ -291,9 +292,7 @@ def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
 
 
 def _write_metrics(path: Path, records: list[dict]) -> None:
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tmp.replace(path)
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def fit(
@@ -358,15 +357,13 @@ def fit(
     progress = progress and is_main
     workdir.mkdir(parents=True, exist_ok=True)
     if is_main:
-        (workdir / "config.json").write_text(
-            json.dumps(
-                {
-                    "config": cfg.to_dict(),
-                    "devices": [str(d) for d in jax.devices()],
-                    "machine": machine_info(),
-                },
-                indent=2,
-            )
+        atomic_json(
+            workdir / "config.json",
+            {
+                "config": cfg.to_dict(),
+                "devices": [str(d) for d in jax.devices()],
+                "machine": machine_info(),
+            },
         )
 
     if images is None:
@@ -447,7 +444,7 @@ def fit(
             plotting.save_grid(
                 grid, workdir / "samples" / f"epoch_{epoch + 1:03d}.png", title=f"epoch {epoch + 1}"
             )
-            np.save(workdir / "samples" / f"epoch_{epoch + 1:03d}.npy", grid)
+            atomic_npy(workdir / "samples" / f"epoch_{epoch + 1:03d}.npy", grid)
         rec["wall_s"] = wall0 + time.perf_counter() - t0
         rec["cpu_s"] = cpu0 + time.process_time() - c0  # all threads of this process
         wall0, cpu0 = rec["wall_s"], rec["cpu_s"]

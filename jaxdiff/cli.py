@@ -113,10 +113,17 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
             help="training noise: std of Gaussian noise added to each degraded input",
         )
         q.add_argument(
+            "--noise-schedule",
+            choices=("constant", "linear"),
+            default="constant",
+            help="training noise constant in t (IHDM), or growing linearly to --noise at t = T",
+        )
+        q.add_argument(
             "--sample-noise",
             type=float,
             default=None,
-            help="step noise of the reverse process (default 1.25 x --noise, as IHDM)",
+            help="step noise of the reverse process, on the same schedule\n"
+            "(default: 1.25 x --noise for constant, as IHDM; --noise for linear)",
         )
     o = p.add_argument_group("output")
     o.add_argument("--workdir", type=Path, default=None, help="run folder (default runs/<name>)")
@@ -194,13 +201,15 @@ def config_from_args(
         T = args.T or default_T(args.degradation)  # noqa: N806
         if args.noise < 0 or (args.sample_noise is not None and args.sample_noise < 0):
             parser.error("--noise and --sample-noise must be >= 0")
-        sample_noise = 1.25 * args.noise if args.sample_noise is None else args.sample_noise
+        factor = 1.25 if args.noise_schedule == "constant" else 1.0
+        sample_noise = factor * args.noise if args.sample_noise is None else args.sample_noise
         process = ProcessConfig(
             kind="cold",
             T=T,
             degradation=args.degradation,
             loss=args.loss,
             noise=args.noise,
+            noise_schedule=args.noise_schedule,
             sample_noise=sample_noise,
         )
     train = TrainConfig(

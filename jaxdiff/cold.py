@@ -144,16 +144,28 @@ def _example_keys(degrade: Degradation, key: jax.Array | None, b: int) -> jax.Ar
     return jax.random.split(key, b)
 
 
+def _noise_table(noise: Any, T: int, what: str = "noise") -> np.ndarray:  # noqa: N803
+    """A number or a length ``T + 1`` sequence of step noise -> a checked ``(T + 1,)`` table."""
+    try:
+        table = np.asarray(noise, np.float32)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number >= 0 or T + 1 of them, got {noise!r}.") from None
+    if table.ndim == 0:
+        table = np.full(T + 1, float(table), np.float32)
+    if table.shape != (T + 1,) or not np.all(np.isfinite(table)) or table.min() < 0:
+        raise ValueError(f"{what} must be a number >= 0 or T + 1 = {T + 1} of them, got {noise!r}.")
+    return table
+
+
 def _keys(
-    degrade: Degradation, key: jax.Array | None, b: int, noise: float
+    degrade: Degradation, key: jax.Array | None, b: int, noise: np.ndarray
 ) -> tuple[jax.Array | None, jax.Array | None]:
     """Per-example degradation keys and the step-noise key (each ``None`` when unused)."""
-    if not (isinstance(noise, (int, float)) and noise >= 0):
-        raise ValueError(f"noise must be a number >= 0, got {noise!r}.")
-    if noise > 0 and key is None:
+    noisy = bool(noise.max() > 0)
+    if noisy and key is None:
         raise ValueError("a stochastic reverse process (noise > 0) needs key=.")
     keys = _example_keys(degrade, key, b)
-    return keys, (jax.random.fold_in(key, _NOISE_PURPOSE) if noise > 0 else None)
+    return keys, (jax.random.fold_in(key, _NOISE_PURPOSE) if noisy else None)
 
 
 def _batched(degrade: Degradation, x: jax.Array, t: jax.Array, keys: jax.Array | None):
@@ -172,6 +184,7 @@ def _reverse(
     keys: jax.Array | None,
     noise: jax.Array,
     noise_key: jax.Array | None,
+    residual_sigmas: jax.Array | None,
     *,
     grid: tuple[int, ...],
     algorithm: int,
@@ -179,8 +192,10 @@ def _reverse(
 ):
     """One scan over the transitions ``grid[i] -> grid[i + 1]``; returns (x0, buffers).
 
-    With ``noise_key`` given, ``noise * N(0, I)`` (drawn from ``fold_in(noise_key, i)`` at
-    transition ``i``) is added to every new state except the last (``t = 0``).
+    With ``noise_key`` given, ``noise[s] * N(0, I)`` (drawn from ``fold_in(noise_key, i)`` at
+    transition ``i`` to time ``s``) is added to every new state except the last (``t = 0``).
+    With ``residual_sigmas``, Alg. 2 scales the residual ``x_t - D(x0_hat, t)`` by
+    ``sigma(s) / sigma(t)`` (the DDIM-like reading for a noise level that changes with ``t``).
     """
     T = degrade.T  # noqa: N806
     b = x.shape[0]
@@ -204,10 +219,14 @@ def _reverse(
         if algorithm == 1:
             x_next = d_s
         else:
-            x_next = x - _batched(degrade, x0_hat, t, keys) + d_s
+            resid = x - _batched(degrade, x0_hat, t, keys)
+            if residual_sigmas is not None:
+                sig_t, sig_s = residual_sigmas[t], residual_sigmas[s]
+                resid = resid * jnp.where(sig_t > 0, sig_s / jnp.maximum(sig_t, 1e-12), 1.0)
+            x_next = d_s + resid
         if noise_key is not None:
             z = jax.random.normal(jax.random.fold_in(noise_key, i), x.shape, x.dtype)
-            x_next = x_next + jnp.where(s > 0, noise, 0.0).astype(x.dtype) * z
+            x_next = x_next + jnp.where(s > 0, noise[s], 0.0).astype(x.dtype) * z
         return (x_next, record(bufs, slot, x, x0_hat)), None
 
     ts = jnp.asarray(grid[:-1], jnp.int32)
@@ -219,7 +238,9 @@ def _reverse(
     return x, bufs
 
 
-def _run(apply_fn, params, degrade, x, grid, algorithm, keep, keys, noise=0.0, noise_key=None):
+def _run(
+    apply_fn, params, degrade, x, grid, algorithm, keep, keys, noise, noise_key, residual_sigmas
+):
     slots = _slots(grid, keep)
     x0, (bx, bh) = _reverse(
         apply_fn,
@@ -227,8 +248,9 @@ def _run(apply_fn, params, degrade, x, grid, algorithm, keep, keys, noise=0.0, n
         degrade,
         x,
         keys,
-        jnp.float32(noise),
+        jnp.asarray(noise),
         noise_key,
+        None if residual_sigmas is None else jnp.asarray(residual_sigmas),
         grid=grid,
         algorithm=algorithm,
         slots=slots,
@@ -250,13 +272,16 @@ def cold_sample(
     *,
     steps: int | None = None,
     key: jax.Array | None = None,
-    noise: float = 0.0,
+    noise: Any = 0.0,
+    residual_sigmas: Any = None,
 ) -> jax.Array | tuple[jax.Array, Trajectory]:
     """Generate by reversing a degradation from fully degraded states (Bansal Alg. 1 / 2).
 
     With ``noise > 0`` the reverse process is stochastic (as in Inverse Heat Dissipation):
     every new state but the last gets fresh Gaussian noise of that standard deviation, for
     restorers trained on noisy inputs (:func:`jaxdiff.losses.cold_loss` with ``noise_std``).
+    For a noise level that grows with ``t``, pass the training levels as ``residual_sigmas``
+    so that Alg. 2 shrinks the carried residual with them.
 
     Args:
         apply_fn: Restorer ``apply_fn(params, x_t, t_frac (B,)) -> x0_hat``; hashable (e.g.
@@ -274,7 +299,10 @@ def cold_sample(
         key: PRNG key, required for stochastic degradations (one key per trajectory) and
             for ``noise > 0``.
         noise: Standard deviation of the Gaussian noise added after each step (0: the
-            deterministic algorithms of Bansal et al.).
+            deterministic algorithms of Bansal et al.): a number, or ``noise[s]`` for the
+            step into time ``s`` (a table of length ``T + 1``).
+        residual_sigmas: Alg. 2 only: training noise levels ``sigma(t)`` (length ``T + 1``);
+            the residual ``x_t - D(x0_hat, t)`` is scaled by ``sigma(s) / sigma(t)``.
 
     Returns:
         ``x0`` ``(B, H, W, C)``, or ``(x0, Trajectory)`` when ``keep`` asks for states.
@@ -285,10 +313,11 @@ def cold_sample(
     """
     t_max = _check_inputs(degrade, x_T, T, algorithm)
     grid = _time_grid(t_max, steps)
+    noise = _noise_table(noise, t_max)
+    res = None if residual_sigmas is None else _noise_table(residual_sigmas, t_max, "residual")
     keys, noise_key = _keys(degrade, key, x_T.shape[0], noise)
-    return _run(
-        apply_fn, params, degrade, jnp.asarray(x_T), grid, algorithm, keep, keys, noise, noise_key
-    )
+    x_T = jnp.asarray(x_T)  # noqa: N806
+    return _run(apply_fn, params, degrade, x_T, grid, algorithm, keep, keys, noise, noise_key, res)
 
 
 def restore(
@@ -303,7 +332,8 @@ def restore(
     *,
     steps: int | None = None,
     key: jax.Array | None = None,
-    noise: float = 0.0,
+    noise: Any = 0.0,
+    residual_sigmas: Any = None,
 ) -> jax.Array | tuple[jax.Array, Trajectory]:
     """Conditional restoration: degrade real images to ``t_start``, then reverse to ``t = 0``.
 
@@ -318,8 +348,10 @@ def restore(
         keep: As in :func:`cold_sample` (the first kept state is the degraded input).
         steps: Reverse transitions from ``t_start`` (default ``t_start``).
         key: PRNG key, required for stochastic degradations and ``noise > 0``.
-        noise: As in :func:`cold_sample`; the degraded input gets the same noise (the
-            noisy states the restorer was trained on).
+        noise: As in :func:`cold_sample`; the degraded input gets ``residual_sigmas[t_start]``
+            of noise when given (the noisy states the restorer was trained on), else
+            ``noise[t_start]``.
+        residual_sigmas: As in :func:`cold_sample`.
 
     Returns:
         The restored images, or ``(restored, Trajectory)`` when ``keep`` asks for states.
@@ -334,12 +366,17 @@ def restore(
         raise ValueError(f"t_start must be in 1..{t_max}, got {t_start}.")
     grid = _time_grid(int(t_start), steps)
     x0_real = jnp.asarray(x0_real)
+    noise = _noise_table(noise, t_max)
+    res = None if residual_sigmas is None else _noise_table(residual_sigmas, t_max, "residual")
     keys, noise_key = _keys(degrade, key, x0_real.shape[0], noise)
     x_start = _degrade_batch(degrade, x0_real, int(t_start), keys)
     if noise_key is not None:
         z = jax.random.normal(jax.random.fold_in(noise_key, -1), x_start.shape, x_start.dtype)
-        x_start = x_start + noise * z
-    return _run(apply_fn, params, degrade, x_start, grid, algorithm, keep, keys, noise, noise_key)
+        start_sigma = (res if res is not None else noise)[int(t_start)]
+        x_start = x_start + float(start_sigma) * z
+    return _run(
+        apply_fn, params, degrade, x_start, grid, algorithm, keep, keys, noise, noise_key, res
+    )
 
 
 @partial(jax.jit, static_argnames=("degrade", "t"))

@@ -50,8 +50,12 @@ class ProcessConfig:
         degradation: Cold: registered degradation name.
         loss: Cold: ``"l1"`` or ``"l2"``.
         noise: Cold: training noise, the standard deviation of Gaussian noise added to
-            each degraded input (0: Bansal et al.'s deterministic setting).
-        sample_noise: Cold: the reverse process's default step noise (0: deterministic).
+            each degraded input (0: Bansal et al.'s deterministic setting); with the
+            ``"linear"`` schedule, its value at ``t = T``.
+        noise_schedule: Cold: ``"constant"`` or ``"linear"`` in ``t``
+            (:func:`jaxdiff.degradations.noise_levels`).
+        sample_noise: Cold: the reverse process's default step noise, on the same schedule
+            (0: deterministic).
     """
 
     kind: str = "ddpm"
@@ -62,6 +66,7 @@ class ProcessConfig:
     degradation: str = ""
     loss: str = "l1"
     noise: float = 0.0
+    noise_schedule: str = "constant"
     sample_noise: float = 0.0
 
 

@@ -595,6 +595,41 @@ def melt(T: int | None = None, sigma_max: float = 4.0, sigma_min: float = 0.3) -
 
 
 # --------------------------------------------------------------------------------------------
+# Noise along a cold path (the stochastic variant).
+
+NOISE_SCHEDULES = ("constant", "linear")
+
+
+def noise_levels(T: int, noise: float, schedule: str = "constant") -> np.ndarray:  # noqa: N803
+    """Standard deviations ``sigma(t)``, ``t = 0..T``, of the noise added to ``D(x0, t)``.
+
+    The stochastic variant of a cold process trains on ``x_t = D(x0, t) + sigma(t) eps``
+    and samples with fresh noise along the way (:func:`jaxdiff.cold.cold_sample`).
+
+    Args:
+        T: Number of steps.
+        noise: ``sigma`` for ``"constant"`` (IHDM's training noise, e.g. 0.01), the final
+            ``sigma(T)`` for ``"linear"``.
+        schedule: ``"constant"`` (``sigma(t) = noise`` for ``t >= 1``) or ``"linear"``
+            (``sigma(t) = noise * t / T``: the noise grows as the degradation destroys more).
+
+    Returns:
+        ``float32`` array of length ``T + 1`` with ``sigma(0) = 0``.
+
+    Raises:
+        ValueError: For a negative ``noise`` or an unknown schedule.
+    """
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0, got {noise}.")
+    if schedule not in NOISE_SCHEDULES:
+        raise ValueError(f"unknown noise schedule {schedule!r}; choose from {NOISE_SCHEDULES}.")
+    t = np.arange(T + 1, dtype=np.float64)
+    sig = np.full(T + 1, float(noise)) if schedule == "constant" else noise * t / T
+    sig[0] = 0.0
+    return sig.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
 # Registry.
 
 DEFAULT_T: dict[str, int] = {

@@ -52,7 +52,7 @@ def cold_loss(
     T: int,  # noqa: N803
     norm: str = "l1",
     stochastic: bool = False,
-    noise_std: float = 0.0,
+    noise_std: Any = 0.0,
 ) -> LossFn:
     """Cold-diffusion restoration loss (Bansal et al. 2022): ``|R(D(x0, t), t) - x0|``.
 
@@ -68,7 +68,9 @@ def cold_loss(
         T: Number of degradation steps.
         norm: ``"l1"`` (the paper's default) or ``"l2"``.
         stochastic: Whether ``degrade`` takes a per-example key.
-        noise_std: Standard deviation of Gaussian noise added to the degraded input.
+        noise_std: Standard deviation of Gaussian noise added to the degraded input: a
+            number, or a table ``sigma(t)`` of length ``T + 1``
+            (:func:`jaxdiff.degradations.noise_levels`).
 
     Returns:
         ``loss_fn(params, x0, key) -> (loss, {"loss": loss})``.
@@ -78,8 +80,12 @@ def cold_loss(
     """
     if norm not in ("l1", "l2"):
         raise ValueError(f"unknown loss norm {norm!r}; use 'l1' or 'l2'.")
-    if noise_std < 0:
-        raise ValueError(f"noise_std must be >= 0, got {noise_std}.")
+    sig = jnp.asarray(noise_std, jnp.float32)
+    if sig.ndim == 0:
+        sig = jnp.full((T + 1,), sig)
+    if sig.shape != (T + 1,) or float(sig.min()) < 0:
+        raise ValueError(f"noise_std must be >= 0 (a number or T + 1 = {T + 1} of them).")
+    noisy = float(sig.max()) > 0
 
     def loss_fn(params, x0, key):
         kt, kd = jax.random.split(key)
@@ -89,8 +95,9 @@ def cold_loss(
             xt = jax.vmap(degrade)(x0, t, keys)
         else:
             xt = jax.vmap(degrade)(x0, t)
-        if noise_std > 0:
-            xt = xt + noise_std * jax.random.normal(jax.random.fold_in(kd, 1), xt.shape, xt.dtype)
+        if noisy:
+            eps = jax.random.normal(jax.random.fold_in(kd, 1), xt.shape, xt.dtype)
+            xt = xt + sig[t][:, None, None, None] * eps
         pred = apply_fn(params, xt, t.astype(jnp.float32) / T)
         err = pred - x0
         loss = jnp.mean(jnp.abs(err)) if norm == "l1" else jnp.mean(jnp.square(err))

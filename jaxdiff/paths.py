@@ -164,6 +164,8 @@ def check_checkpoint(path: str | os.PathLike, flag: str = "--checkpoint") -> Pat
     """
     what = "a run (checkpoints/) or exported params (params.msgpack + config.json)"
     path = check_readable_dir(path, flag, what)
+    if not (path / "params.msgpack").is_file() and (path / "final" / "params.msgpack").is_file():
+        path = path / "final"  # a committed run: its exported final model
     if (path / "params.msgpack").is_file():
         if not (path / "config.json").is_file():
             raise PathError(

@@ -116,11 +116,12 @@ def build(cfg: Config, steps_per_epoch: int | None = None) -> Pieces:
         sched = make_schedule(p.schedule, p.T, p.beta1, p.beta2)
         return Pieces(model, apply_fn, ddpm_loss(apply_fn, sched), tx, sched=sched)
     if p.kind == "cold":
-        from jaxdiff.degradations import get_degradation
+        from jaxdiff.degradations import get_degradation, noise_levels
 
         degrade = get_degradation(p.degradation, p.T)
+        sigmas = noise_levels(p.T, p.noise, p.noise_schedule)
         loss_fn = cold_loss(
-            apply_fn, degrade, p.T, p.loss, stochastic=degrade.stochastic, noise_std=p.noise
+            apply_fn, degrade, p.T, p.loss, stochastic=degrade.stochastic, noise_std=sigmas
         )
         return Pieces(model, apply_fn, loss_fn, tx, degrade=degrade)
     raise ValueError(f"unknown process kind {p.kind!r}; use 'ddpm' or 'cold'.")
@@ -162,8 +163,8 @@ def generate(
         clip_x0: DDIM / DPM-Solver++: clip each predicted clean image, to ``[-1, 1]``
             for ``True`` or ``"wide"``, to the data range ``[-0.5, 0.5]`` for ``"data"``
             (:data:`jaxdiff.sampling.CLIP_RANGES`).
-        noise: Cold: step noise of the reverse process (default: the run's
-            ``process.sample_noise``).
+        noise: Cold: step noise of the reverse process, on the run's noise schedule
+            (default: the run's ``process.sample_noise``).
 
     Returns:
         ``float32`` numpy array ``(n, 28, 28, 1)`` in the model scale.
@@ -215,7 +216,17 @@ def generate(
                     f"sampler {sampler!r} does not fit a cold run; use cold1 or cold2."
                 )
             from jaxdiff.cold import cold_sample
+            from jaxdiff.degradations import noise_levels
 
+            p = cfg.process
+            step_noise = noise_levels(
+                p.T, p.sample_noise if noise is None else noise, p.noise_schedule
+            )
+            residual = (
+                None
+                if p.noise_schedule == "constant"
+                else noise_levels(p.T, p.noise, p.noise_schedule)
+            )
             if start is None:
                 raise ValueError("cold sampling needs a start-state function (see jaxdiff.cold).")
             k_start, k_deg = jax.random.split(k)
@@ -229,7 +240,8 @@ def generate(
                 int(sampler[-1]),
                 steps=steps,
                 key=k_deg,
-                noise=cfg.process.sample_noise if noise is None else noise,
+                noise=step_noise,
+                residual_sigmas=residual,
             )
         out.append(np.asarray(x))
     return np.concatenate(out)
@@ -332,7 +344,8 @@ def fit(
         start_fn_factory: Cold runs: ``factory(pieces, images) -> start(key, n)``.
         export_epochs: After these epochs, also export the EMA parameters to
             ``workdir/exports/epoch_NNN`` (small folders to commit and evaluate later, like
-            ``final``; checkpoints are not committed).
+            ``final``; checkpoints are not committed), and with an EMA the raw parameters
+            to ``epoch_NNN_raw``.
 
     Returns:
         ``(state, records)``: the final train state and all metrics records.
@@ -452,12 +465,12 @@ def fit(
         ckpt.save(ckdir, epoch + 1, state, meta, keep=keep_checkpoints)
         records.append(rec)
         if is_main and epoch + 1 in export_epochs:
-            ckpt.export_params(
-                workdir / "exports" / f"epoch_{epoch + 1:03d}",
-                cfg,
-                state.ema_params,
-                {"epoch": epoch + 1, "step": int(state.step)},
-            )
+            info = {"epoch": epoch + 1, "step": int(state.step)}
+            name = workdir / "exports" / f"epoch_{epoch + 1:03d}"
+            ckpt.export_params(name, cfg, state.ema_params, {**info, "weights": "ema"})
+            if cfg.train.ema_decay > 0:  # the raw weights too: EMA against none, same run
+                raw = name.with_name(name.name + "_raw")
+                ckpt.export_params(raw, cfg, state.params, {**info, "weights": "raw"})
         if is_main:
             _write_metrics(workdir / "metrics.jsonl", records)
             plotting.plot_loss_curve(records, workdir / "loss.png")
@@ -482,7 +495,8 @@ def load_run(
 
     Args:
         path: A run workdir (with ``checkpoints/``), its ``checkpoints`` folder, or a folder
-            written by :func:`jaxdiff.checkpoint.export_params`.
+            written by :func:`jaxdiff.checkpoint.export_params`. A workdir without
+            checkpoints (a committed run on a fresh clone) loads its ``final`` export.
         epoch: Checkpoint to load (latest when ``None``); ignored for exported params.
         weights: ``"ema"`` (the EMA parameters, the default) or ``"raw"`` (the optimizer's
             current parameters; checkpoints only — exported folders hold the EMA ones).
@@ -496,6 +510,9 @@ def load_run(
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}.")
     path = Path(path)
+    has_ckpts = (path / "checkpoints").is_dir() and ckpt.latest_epoch(path / "checkpoints")
+    if not has_ckpts and (path / "final" / "params.msgpack").exists():
+        path = path / "final"  # a committed run on a fresh clone: its exported final model
     if (path / "params.msgpack").exists():
         if weights == "raw":
             raise ckpt.CheckpointError(
@@ -521,8 +538,15 @@ def load_run(
 
 
 def default_sampler(cfg: Config) -> str:
-    """The sampler a run uses unless told otherwise: the starter's ancestral, or cold Alg. 2."""
-    return "ancestral" if cfg.process.kind == "ddpm" else "cold2"
+    """The sampler a run uses unless told otherwise.
+
+    DDPM: the starter's ancestral sampler. Cold: Bansal's Alg. 2 for a deterministic
+    process; for a restorer trained on noisy states, Alg. 1 with fresh noise at every step
+    (re-degrade the estimate to the next time, as the training states were made).
+    """
+    if cfg.process.kind == "ddpm":
+        return "ancestral"
+    return "cold1" if cfg.process.noise > 0 else "cold2"
 
 
 def start_fn_for(

@@ -117,6 +117,15 @@ def test_ddpm_then_sample(tmp_path, data_dir):
     assert meta["weights"] == "raw"
     for a, b in zip(jax.tree.leaves(exported), jax.tree.leaves(raw), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # A committed run on a fresh clone has no checkpoints: its workdir loads final/.
+    import shutil
+
+    clone = tmp_path / "clone"
+    shutil.copytree(work, clone, ignore=shutil.ignore_patterns("checkpoints"))
+    _, _, from_clone, _ = load_run(clone)
+    _, _, final, _ = load_run(work / "final")
+    for a, b in zip(jax.tree.leaves(from_clone), jax.tree.leaves(final), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_bad_flags_give_one_clear_error(tmp_path):

@@ -252,6 +252,28 @@ def test_stochastic_reverse_adds_step_noise_but_not_at_the_end():
         cold.cold_sample(oracle, c, d, x_T, noise=0.05)
     with pytest.raises(ValueError, match="noise must be a number >= 0"):
         cold.cold_sample(oracle, c, d, x_T, key=key, noise=-1.0)
+    with pytest.raises(ValueError, match=r"T \+ 1 = 9 of them"):
+        cold.cold_sample(oracle, c, d, x_T, key=key, noise=[0.1, 0.2])
+
+
+def test_alg2_with_a_growing_noise_level_shrinks_the_residual():
+    """sigma(t) = 0.08 t / T, constant restorer c, x_T = D(c, T) + sigma(T) z: deterministic
+    Alg. 2 scales the residual by sigma(s) / sigma(t) each step, so it vanishes at t = 0."""
+    from jaxdiff.degradations import noise_levels
+
+    d = get_degradation("blur", T)
+    sig = noise_levels(T, 0.08, "linear")
+    np.testing.assert_allclose(sig, 0.08 * np.arange(T + 1) / T, rtol=1e-6)
+    c = jnp.full((64, 28, 28, 1), 0.1, jnp.float32)
+    z = jax.random.normal(jax.random.PRNGKey(1), c.shape)
+    x_T = _batched(d)(c, jnp.full((64,), T, jnp.int32)) + sig[T] * z
+    out, traj = cold.cold_sample(oracle, c, d, x_T, keep=T + 1, residual_sigmas=sig)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(c), atol=1e-5)
+    for i, t in enumerate(traj.t):  # x_t = D(c, t) + sigma(t) z all along
+        want = _batched(d)(c, jnp.full((64,), t)) + sig[t] * z
+        np.testing.assert_allclose(np.asarray(traj.x_t[i]), np.asarray(want), atol=1e-5)
+    with pytest.raises(ValueError, match="unknown noise schedule"):
+        noise_levels(T, 0.1, "cosine")
 
 
 def test_cold_loss_training_noise_has_its_closed_form():
@@ -276,5 +298,11 @@ def test_cold_loss_training_noise_has_its_closed_form():
     )
     assert abs(float(loss) / (0.2 * np.sqrt(2 / np.pi)) - 1) < 0.02  # E|N(0, s^2)| = s sqrt(2/pi)
     assert float(cold_loss(identity_r, identity_d, 10)(None, x0, jax.random.key(0))[0]) == 0.0
+    # a linear schedule: E[sigma(t)^2] over t ~ U{1..T} = s^2 (T + 1)(2T + 1) / (6 T^2)
+    table = 0.2 * np.arange(11) / 10
+    l2, _ = cold_loss(identity_r, identity_d, 10, "l2", noise_std=table)(
+        None, jnp.zeros((512, 28, 28, 1)), jax.random.key(1)
+    )
+    assert abs(float(l2) / (0.04 * 11 * 21 / 600) - 1) < 0.05
     with pytest.raises(ValueError, match="noise_std must be >= 0"):
         cold_loss(identity_r, identity_d, 10, noise_std=-0.1)

@@ -11,13 +11,18 @@ import pytest
 
 from jaxdiff import report as R
 from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
+from jaxdiff.ops import resolve_conv_impl
 
 REPO = Path(__file__).resolve().parent.parent
 
 
+#: A recorded run's config.json holds the resolved convolution (``--conv-impl auto`` -> this).
+CONV = resolve_conv_impl("auto")
+
+
 def _config(**train) -> Config:
     return Config(
-        model=ModelConfig(hidden=(8, 8)),
+        model=ModelConfig(hidden=(8, 8), conv_impl=CONV),
         process=ProcessConfig(),
         train=TrainConfig(epochs=4, **train),
     )
@@ -167,7 +172,6 @@ def test_run_numbers_and_config_diff(built):
     assert _n(data, "run.ddpm_alt.diff")["s"] == "learning rate 0.0002 → 0.001"
     # parameter count equals the initialised model's
     import jax
-
     from jaxdiff.runner import build, init_params
 
     params = init_params(build(_config()), jax.random.PRNGKey(0))
@@ -314,7 +318,7 @@ def test_training_command_round_trips_the_config(built):
         "python experiments/ddpm.py --hidden 8,8 --lr 0.001 --epochs 4 --workdir results/ddpm_alt"
     )
     cold = Config(
-        model=ModelConfig(name="unet", hidden=(8, 16, 16), attention=True),
+        model=ModelConfig(name="unet", hidden=(8, 16, 16), attention=True, conv_impl=CONV),
         process=ProcessConfig(kind="cold", T=20, degradation="blur", loss="l2"),
         train=TrainConfig(epochs=3, ema_decay=0.999, seed=5),
     )

@@ -54,6 +54,33 @@ def _positive(kind):
     return parse
 
 
+#: ``ddpm.py``'s defaults: the course's starter recipe.
+STARTER_DEFAULTS = dict(
+    lr=2e-4,
+    epochs=100,
+    batch_size=128,
+    ema=0.0,
+    grad_clip=0.0,
+    lr_schedule="constant",
+    warmup_steps=0,
+    model="cnn",
+    precision="fp32",
+)
+#: ``cold.py``'s defaults: the recipe measured to generate digits with the melt degradation
+#: (UNet restorer, L2, training noise growing linearly to 0.3; ``results/RUNS.md``).
+COLD_DEFAULTS = dict(
+    lr=1e-3,
+    epochs=10,
+    batch_size=64,
+    ema=0.999,
+    grad_clip=1.0,
+    lr_schedule="cosine",
+    warmup_steps=500,
+    model="unet",
+    precision="bf16",
+)
+
+
 def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
     """Build the training flags shared by ``ddpm.py`` and ``cold.py``.
 
@@ -65,27 +92,32 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
         The parser.
     """
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    d = STARTER_DEFAULTS if kind == "ddpm" else COLD_DEFAULTS
     g = p.add_argument_group("training")
-    g.add_argument("--lr", type=_positive(float), default=2e-4, help="Adam learning rate")
-    g.add_argument("--epochs", type=_positive(int), default=100 if kind == "ddpm" else 20)
-    g.add_argument("--batch-size", type=_positive(int), default=128)
+    g.add_argument("--lr", type=_positive(float), default=d["lr"], help="Adam learning rate")
+    g.add_argument("--epochs", type=_positive(int), default=d["epochs"])
+    g.add_argument("--batch-size", type=_positive(int), default=d["batch_size"])
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--ema", type=float, default=0.0, help="EMA decay (0: off, the starter)")
-    g.add_argument("--grad-clip", type=float, default=0.0, help="global-norm clip (0: off)")
+    g.add_argument("--ema", type=float, default=d["ema"], help="EMA decay (0: off, the starter)")
+    g.add_argument(
+        "--grad-clip", type=float, default=d["grad_clip"], help="global-norm clip (0: off)"
+    )
     g.add_argument(
         "--lr-schedule",
         choices=("constant", "cosine"),
-        default="constant",
+        default=d["lr_schedule"],
         help="constant (the starter), or warm-up then cosine decay to 0 at the last epoch",
     )
-    g.add_argument("--warmup-steps", type=int, default=0, help="cosine schedule: warm-up steps")
+    g.add_argument(
+        "--warmup-steps", type=int, default=d["warmup_steps"], help="cosine schedule: warm-up steps"
+    )
     g.add_argument("--limit", type=int, default=0, help="train on the first N images only")
     m = p.add_argument_group("model")
-    m.add_argument("--model", choices=("cnn", "unet"), default="cnn")
+    m.add_argument("--model", choices=("cnn", "unet"), default=d["model"])
     m.add_argument("--hidden", type=_int_tuple, default=None, help="channels, e.g. 16,32,32,16")
     m.add_argument("--kernel-size", type=_positive(int), default=7)
     m.add_argument("--ln-over-channels", action="store_true", help="LayerNorm over (C,H,W)")
-    m.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    m.add_argument("--precision", choices=("fp32", "bf16"), default=d["precision"])
     m.add_argument(
         "--conv-impl",
         default="auto",
@@ -105,17 +137,18 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
         q.add_argument(
             "--degradation", default=DEFAULT_DEGRADATION, help="registered degradation name"
         )
-        q.add_argument("--loss", choices=("l1", "l2"), default="l1")
+        q.add_argument("--loss", choices=("l1", "l2"), default="l2")
         q.add_argument(
             "--noise",
             type=float,
-            default=0.0,
-            help="training noise: std of Gaussian noise added to each degraded input",
+            default=0.3,
+            help="training noise: std of Gaussian noise added to each degraded input\n"
+            "(0: Bansal et al.'s deterministic setting)",
         )
         q.add_argument(
             "--noise-schedule",
             choices=("constant", "linear"),
-            default="constant",
+            default="linear",
             help="training noise constant in t (IHDM), or growing linearly to --noise at t = T",
         )
         q.add_argument(
@@ -123,7 +156,8 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
             type=float,
             default=None,
             help="step noise of the reverse process, on the same schedule\n"
-            "(default: 1.25 x --noise for constant, as IHDM; --noise for linear)",
+            "(default: 1.25 x --noise for constant, as IHDM; 0 for linear, where Alg. 2\n"
+            "carries the rescaled residual instead)",
         )
     o = p.add_argument_group("output")
     o.add_argument("--workdir", type=Path, default=None, help="run folder (default runs/<name>)")
@@ -201,7 +235,7 @@ def config_from_args(
         T = args.T or default_T(args.degradation)  # noqa: N806
         if args.noise < 0 or (args.sample_noise is not None and args.sample_noise < 0):
             parser.error("--noise and --sample-noise must be >= 0")
-        factor = 1.25 if args.noise_schedule == "constant" else 1.0
+        factor = 1.25 if args.noise_schedule == "constant" else 0.0
         sample_noise = factor * args.noise if args.sample_noise is None else args.sample_noise
         process = ProcessConfig(
             kind="cold",

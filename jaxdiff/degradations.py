@@ -651,7 +651,7 @@ DEGRADATIONS: dict[str, Callable[..., Degradation]] = {
 }
 """Registered degradation factories: ``name -> factory(T=None, **options)``."""
 
-DEFAULT_DEGRADATION = "sediment"
+DEFAULT_DEGRADATION = "melt"
 """The project's custom degradation, the default of the cold experiment."""
 
 

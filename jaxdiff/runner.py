@@ -540,13 +540,14 @@ def load_run(
 def default_sampler(cfg: Config) -> str:
     """The sampler a run uses unless told otherwise.
 
-    DDPM: the starter's ancestral sampler. Cold: Bansal's Alg. 2 for a deterministic
-    process; for a restorer trained on noisy states, Alg. 1 with fresh noise at every step
-    (re-degrade the estimate to the next time, as the training states were made).
+    DDPM: the starter's ancestral sampler. Cold: Bansal's Alg. 2, which for a noise level
+    that grows with ``t`` rescales the carried residual (the DDIM-like reading; measured
+    best for melt); with IHDM's constant training noise, Alg. 1 with fresh step noise.
     """
-    if cfg.process.kind == "ddpm":
+    p = cfg.process
+    if p.kind == "ddpm":
         return "ancestral"
-    return "cold1" if cfg.process.noise > 0 else "cold2"
+    return "cold1" if p.noise > 0 and p.noise_schedule == "constant" else "cold2"
 
 
 def start_fn_for(

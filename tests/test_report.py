@@ -319,12 +319,13 @@ def test_training_command_round_trips_the_config(built):
     )
     cold = Config(
         model=ModelConfig(name="unet", hidden=(8, 16, 16), attention=True, conv_impl=CONV),
-        process=ProcessConfig(kind="cold", T=20, degradation="blur", loss="l2"),
-        train=TrainConfig(epochs=3, ema_decay=0.999, seed=5),
+        process=ProcessConfig(kind="cold", T=20, degradation="blur", loss="l1"),
+        train=TrainConfig(epochs=3, ema_decay=0.99, seed=5),
     )
     c = R.training_command(cold.to_dict(), "results/c")
     assert c.startswith("python experiments/cold.py --model unet --degradation blur ")
-    assert "--attention" in c and "--T 20" in c and "--loss l2" in c and "--ema 0.999" in c
+    assert "--attention" in c and "--T 20" in c and "--loss l1" in c and "--ema 0.99" in c
+    assert "--noise 0.0" in c  # cold.py's default is the noisy melt recipe
     # a setting no flag reaches (last_kernel_size) has no command
     odd = Config(model=ModelConfig(last_kernel_size=5)).to_dict()
     assert R.training_command(odd, "results/x") is None

@@ -172,6 +172,7 @@ def test_run_numbers_and_config_diff(built):
     assert _n(data, "run.ddpm_alt.diff")["s"] == "learning rate 0.0002 → 0.001"
     # parameter count equals the initialised model's
     import jax
+
     from jaxdiff.runner import build, init_params
 
     params = init_params(build(_config()), jax.random.PRNGKey(0))

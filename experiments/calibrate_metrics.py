@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -18,8 +19,9 @@ import jax
 import numpy as np
 
 from jaxdiff import evaluation as E
+from jaxdiff.cli import USER_ERRORS, check_paths, fail
 from jaxdiff.data import load_mnist, normalize
-from jaxdiff.paths import atomic_write
+from jaxdiff.paths import atomic_write, check_readable_dir
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,6 +34,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-boot", type=int, default=200)
     p.add_argument("--out", default="runs/calibration")
     args = p.parse_args(argv)
+    try:
+        check_paths(data_dir=args.data_dir, out_dir=Path(args.out))
+        if args.anchors:
+            check_readable_dir(args.anchors, "--anchors", "starter_ep*_samples.npy files")
+    except USER_ERRORS as err:
+        sys.exit(fail(str(err)))
 
     key = jax.random.key(args.seed)
     x_tr, _ = load_mnist("train", args.data_dir)

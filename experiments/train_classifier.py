@@ -11,11 +11,13 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 from jaxdiff import classifier as C
+from jaxdiff.cli import USER_ERRORS, check_paths, fail
 from jaxdiff.data import load_mnist, normalize
 
 
@@ -30,6 +32,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--max-shift", type=int, default=2)
     args = p.parse_args(argv)
+    try:
+        check_paths(data_dir=args.data_dir, out_file=Path(args.out))
+    except USER_ERRORS as err:
+        sys.exit(fail(str(err)))
 
     x_tr, y_tr = load_mnist("train", args.data_dir)
     x_te, y_te = load_mnist("test", args.data_dir)

@@ -135,6 +135,16 @@ def test_every_driver_rejects_bad_paths_before_any_work(tmp_path, samples_files,
         "--state-dict",
         "is a folder",
     )
+    _one_clear_line(
+        _run("experiments/calibrate_metrics.py", "--out", UNWRITABLE, "--data-dir", data_dir),
+        "--out",
+        "not writable",
+    )
+    _one_clear_line(
+        _run("experiments/train_classifier.py", "--out", tmp_path, "--data-dir", data_dir),
+        "--out",
+        "is a folder; give a file path",
+    )
 
 
 def test_atomic_writes_leave_the_old_file_or_none(tmp_path, monkeypatch):

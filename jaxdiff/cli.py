@@ -163,6 +163,14 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
     o.add_argument("--workdir", type=Path, default=None, help="run folder (default runs/<name>)")
     o.add_argument("--data-dir", default=None, help="MNIST folder (else $JAXDIFF_DATA_DIR)")
     o.add_argument("--resume", action="store_true", help="continue the run in --workdir")
+    o.add_argument(
+        "--warm-start",
+        type=Path,
+        default=None,
+        metavar="EXPORT",
+        help="continue a run whose checkpoints are gone from one of its exports,\n"
+        "e.g. <workdir>/exports/epoch_024 (fresh Adam moments; keys and lr continue)",
+    )
     o.add_argument("--grid-n", type=int, default=16, help="samples per epoch grid (0: none)")
     o.add_argument("--grid-every", type=_positive(int), default=1)
     o.add_argument("--keep-checkpoints", type=_positive(int), default=3, help="checkpoints kept")
@@ -332,6 +340,7 @@ def run_training(cfg: Config, args: argparse.Namespace, start_fn_factory=None) -
             progress=not args.no_progress,
             start_fn_factory=start_fn_factory,
             export_epochs=tuple(args.export_epochs),
+            warm_start=args.warm_start,
         )
     except (*USER_ERRORS, TrainingDiverged) as err:
         return fail(str(err))

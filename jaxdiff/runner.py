@@ -30,7 +30,7 @@ from jaxdiff.data import FILES, load_mnist
 from jaxdiff.losses import LossFn, cold_loss, ddpm_loss
 from jaxdiff.models import build_model
 from jaxdiff.parallel import data_mesh, shardings
-from jaxdiff.paths import atomic_json, atomic_npy, atomic_write
+from jaxdiff.paths import atomic_json, atomic_npy, atomic_write, check_readable_dir
 from jaxdiff.sampling import CLIP_RANGES, ddim_sample, ddpm_sample, dpmpp_sample
 from jaxdiff.schedules import Schedule, make_schedule
 from jaxdiff.train import (
@@ -40,6 +40,7 @@ from jaxdiff.train import (
     make_optimizer,
     make_run_steps,
     make_train_step,
+    warm_train_state,
 )
 
 
@@ -307,6 +308,37 @@ def _write_metrics(path: Path, records: list[dict]) -> None:
     atomic_write(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
+def _warm_state(
+    src: Path, cfg: Config, pieces: Pieces, fresh: TrainState, n: int
+) -> tuple[TrainState, int]:
+    """The train state to continue from an export folder (see ``fit(warm_start=...)``)."""
+    check_readable_dir(src, "--warm-start", "an export (params.msgpack, config.json)")
+    ema, meta = ckpt.load_exported(src, fresh.params)
+    if meta.get("weights") == "raw" and cfg.train.ema_decay > 0:
+        raise ckpt.CheckpointError(
+            f"{src} holds raw weights; pass the EMA folder {src.name.removesuffix('_raw')} "
+            "(its _raw sibling is read too)."
+        )
+    _check_resume_config(meta["config"], cfg, src)
+    epoch = int(meta.get("epoch") or 0)
+    spe = n // cfg.train.batch_size
+    if epoch <= 0 or int(meta.get("step", -1)) != epoch * spe:
+        raise ckpt.CheckpointError(
+            f"{src} does not record an epoch and step of this data ({spe} steps per epoch); "
+            "warm starts need a folder written by --export-epochs for the same --limit."
+        )
+    raw = ema
+    if cfg.train.ema_decay > 0:
+        raw_dir = src.with_name(src.name + "_raw")
+        if not (raw_dir / "params.msgpack").exists():
+            raise ckpt.CheckpointError(
+                f"{src} holds EMA weights; continuing an EMA run also needs its raw weights "
+                f"in {raw_dir}."
+            )
+        raw, _ = ckpt.load_exported(raw_dir, fresh.params)
+    return warm_train_state(raw, ema, pieces.tx, epoch * spe), epoch
+
+
 def fit(
     cfg: Config,
     workdir: str | Path,
@@ -320,6 +352,7 @@ def fit(
     images: np.ndarray | None = None,
     start_fn_factory: Callable[[Pieces, np.ndarray], Callable] | None = None,
     export_epochs: tuple[int, ...] = (),
+    warm_start: str | Path | None = None,
 ) -> tuple[TrainState, list[dict]]:
     """Train a run, writing config, metrics, figures and checkpoints into ``workdir``.
 
@@ -346,6 +379,11 @@ def fit(
             ``workdir/exports/epoch_NNN`` (small folders to commit and evaluate later, like
             ``final``; checkpoints are not committed), and with an EMA the raw parameters
             to ``epoch_NNN_raw``.
+        warm_start: An export folder of this run (``workdir/exports/epoch_NNN``) to continue
+            from when its checkpoints are gone (they are not committed): training resumes
+            after that epoch with the same data order, keys and learning rates, and fresh
+            Adam moments (:func:`jaxdiff.train.warm_train_state`). Recorded in
+            ``config.json`` under ``warm_starts``.
 
     Returns:
         ``(state, records)``: the final train state and all metrics records.
@@ -359,13 +397,28 @@ def fit(
     workdir = Path(workdir)
     ckdir = workdir / "checkpoints"
     has_ckpt = ckpt.latest_epoch(ckdir) is not None
+    if warm_start is not None and has_ckpt:
+        raise ckpt.CheckpointError(
+            f"{workdir} has checkpoints; continue it with --resume (not --warm-start)."
+        )
     if has_ckpt and not resume:
         raise ckpt.CheckpointError(
             f"{workdir} already holds a run; pass --resume to continue it "
             "or choose another --workdir."
         )
-    if resume and (workdir / "config.json").exists():
-        _check_resume_config(ckpt.read_json(workdir / "config.json")["config"], cfg, workdir)
+    if resume and not has_ckpt and _read_metrics(workdir / "metrics.jsonl", 10**9):
+        exports = sorted((workdir / "exports").glob("epoch_[0-9][0-9][0-9]"))
+        hint = f" --warm-start {exports[-1]}" if exports else " --warm-start <an export>"
+        raise ckpt.CheckpointError(
+            f"{workdir} has metrics but no checkpoints in {ckdir} (checkpoints are not "
+            f"committed); continue from its exported weights with{hint}, or use a new "
+            "--workdir."
+        )
+    old_config = {}
+    if (resume or warm_start is not None) and (workdir / "config.json").exists():
+        old_config = ckpt.read_json(workdir / "config.json")
+        _check_resume_config(old_config["config"], cfg, workdir)
+    warm_starts = list(old_config.get("warm_starts", []))
     is_main = jax.process_index() == 0  # only one host writes logs and figures
     progress = progress and is_main
     workdir.mkdir(parents=True, exist_ok=True)
@@ -376,6 +429,7 @@ def fit(
                 "config": cfg.to_dict(),
                 "devices": [str(d) for d in jax.devices()],
                 "machine": machine_info(),
+                **({"warm_starts": warm_starts} if warm_starts or warm_start else {}),
             },
         )
 
@@ -392,6 +446,15 @@ def fit(
         state, meta = ckpt.restore(ckdir, state)
         start_epoch = int(meta["epoch"])
         records = _read_metrics(workdir / "metrics.jsonl", start_epoch)
+    elif warm_start is not None:
+        state, start_epoch = _warm_state(Path(warm_start), cfg, pieces, state, n)
+        records = _read_metrics(workdir / "metrics.jsonl", start_epoch)
+        warm_starts.append(
+            {"from": str(warm_start), "epoch": start_epoch, "note": "Adam moments reset"}
+        )
+        if is_main:
+            cfg_json = ckpt.read_json(workdir / "config.json")
+            atomic_json(workdir / "config.json", {**cfg_json, "warm_starts": warm_starts})
     mesh = data_mesh()
     batch_sharding, replicated = shardings(mesh, cfg.train.batch_size)
     state = jax.device_put(state, replicated)

@@ -106,6 +106,45 @@ def init_train_state(params: Any, tx: optax.GradientTransformation) -> TrainStat
     )
 
 
+def warm_train_state(
+    params: Any, ema_params: Any, tx: optax.GradientTransformation, step: int
+) -> TrainState:
+    """Continue training from saved weights alone, without the optimizer state.
+
+    For runs whose checkpoints are gone but whose exported weights survive. The Adam moments
+    and its bias correction start afresh (its first updates are ``lr * sign(g)`` in size, as
+    at step 1 of a new run); every learning-rate schedule continues at ``step``, and
+    ``state.step`` (hence every ``fold_in(key, step)``) is ``step``, so the data order and
+    noise keys are those of the uninterrupted run. Only the moments differ from it.
+
+    Args:
+        params: Raw (trained) parameters.
+        ema_params: Their EMA (equal to ``params`` for runs without one).
+        tx: The run's optimizer.
+        step: Optimizer steps already taken.
+
+    Returns:
+        A :class:`TrainState` at ``step``.
+    """
+
+    def continue_schedule(s: Any) -> Any:
+        if isinstance(s, optax.ScaleByScheduleState):
+            return s._replace(count=jnp.asarray(step, s.count.dtype))
+        return s
+
+    opt_state = jax.tree.map(
+        continue_schedule,
+        tx.init(params),
+        is_leaf=lambda s: isinstance(s, optax.ScaleByScheduleState),
+    )
+    return TrainState(
+        step=jnp.asarray(step, jnp.int32),
+        params=params,
+        opt_state=opt_state,
+        ema_params=ema_params,
+    )
+
+
 def make_train_step(
     loss_fn: LossFn, tx: optax.GradientTransformation, ema_decay: float = 0.0
 ) -> TrainStep:

@@ -1,3 +1,5 @@
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,6 +17,7 @@ from jaxdiff.train import (
     make_optimizer,
     make_run_steps,
     make_train_step,
+    warm_train_state,
 )
 
 SMALL = ModelConfig(hidden=(8, 8), kernel_size=3)
@@ -178,6 +181,52 @@ def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_last_epoch():
         make_optimizer(TrainConfig(epochs=2, lr_schedule="cosine", warmup_steps=10), 5)
     with pytest.raises(ValueError, match="unknown lr_schedule"):
         make_optimizer(TrainConfig(lr_schedule="step"), 5)
+
+
+def test_warm_state_continues_the_schedule_with_fresh_adam_moments():
+    cfg = TrainConfig(lr=1e-2, epochs=2, lr_schedule="cosine", warmup_steps=2)
+    tx = make_optimizer(cfg, steps_per_epoch=5)
+    params = {"w": jnp.zeros(3)}
+    state = warm_train_state(params, {"w": jnp.ones(3)}, tx, step=6)
+    assert int(state.step) == 6 and float(state.ema_params["w"][0]) == 1.0
+    # a fresh Adam's first step has the size of the learning rate, here the schedule's at step 6
+    updates, _ = tx.update({"w": jnp.array([3.0, -0.5, 2.0])}, state.opt_state, params)
+    lr6 = 1e-2 * 0.5 * (1 + np.cos(np.pi * 4 / 8))
+    np.testing.assert_allclose(-np.asarray(updates["w"]), lr6 * np.array([1, -1, 1]), rtol=1e-5)
+
+
+def test_warm_start_from_an_export_after_checkpoints_are_lost(tmp_path):
+    import shutil
+
+    from jaxdiff.checkpoint import CheckpointError
+
+    images = _images(96)
+    cfg = Config(
+        model=ModelConfig(hidden=(4,), kernel_size=3),
+        process=ProcessConfig(T=50),
+        train=TrainConfig(batch_size=32, epochs=2, lr=1e-3, ema_decay=0.9),
+    )
+    kw = dict(images=images, grid_n=0, progress=False, chunk_steps=2)
+    full, recs = fit(cfg, tmp_path / "a", export_epochs=(1,), **kw)
+    shutil.rmtree(tmp_path / "a" / "checkpoints")
+    with pytest.raises(CheckpointError, match=r"no checkpoints.*--warm-start \S*epoch_001"):
+        fit(cfg, tmp_path / "a", resume=True, **kw)
+    export = tmp_path / "a" / "exports" / "epoch_001"
+    with pytest.raises(CheckpointError, match="pass the EMA folder epoch_001"):
+        fit(cfg, tmp_path / "a", warm_start=export.with_name("epoch_001_raw"), **kw)
+    other = Config(cfg.model, cfg.process, TrainConfig(**{**cfg.train.__dict__, "lr": 2e-3}))
+    with pytest.raises(CheckpointError, match="train.lr: saved 0.001 vs now 0.002"):
+        fit(other, tmp_path / "a", warm_start=export, **kw)
+    warm, recs_w = fit(cfg, tmp_path / "a", warm_start=export, **kw)
+    assert int(warm.step) == int(full.step) == 6
+    assert [r["epoch"] for r in recs_w] == [1, 2] and recs_w[0] == recs[0]
+    # same data order and keys; only the Adam moments were reset, so close but not equal
+    assert recs_w[1]["loss"] != recs[1]["loss"]
+    assert abs(recs_w[1]["loss"] - recs[1]["loss"]) < 0.05 * recs[1]["loss"]
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert saved["warm_starts"] == [{"from": str(export), "epoch": 1, "note": "Adam moments reset"}]
+    with pytest.raises(CheckpointError, match="continue it with --resume"):
+        fit(cfg, tmp_path / "a", warm_start=export, **kw)
 
 
 def test_cosine_run_refuses_to_resume_with_other_epochs(tmp_path):

@@ -217,17 +217,8 @@ def generate(
                     f"sampler {sampler!r} does not fit a cold run; use cold1 or cold2."
                 )
             from jaxdiff.cold import cold_sample
-            from jaxdiff.degradations import noise_levels
 
-            p = cfg.process
-            step_noise = noise_levels(
-                p.T, p.sample_noise if noise is None else noise, p.noise_schedule
-            )
-            residual = (
-                None
-                if p.noise_schedule == "constant"
-                else noise_levels(p.T, p.noise, p.noise_schedule)
-            )
+            step_noise, residual = cold_noise_tables(cfg, noise)
             if start is None:
                 raise ValueError("cold sampling needs a start-state function (see jaxdiff.cold).")
             k_start, k_deg = jax.random.split(k)
@@ -600,6 +591,28 @@ def load_run(
     return cfg, pieces, state.ema_params if weights == "ema" else state.params, meta
 
 
+def cold_noise_tables(cfg: Config, noise: float | None = None) -> tuple[Any, Any]:
+    """A cold run's reverse-process noise: ``(step_noise, residual_sigmas)`` per step.
+
+    Args:
+        cfg: A cold run's config.
+        noise: Step noise level (default: the run's ``process.sample_noise``).
+
+    Returns:
+        The fresh step noise (``T + 1`` levels on the run's noise schedule) and, for a
+        noise level that grows with ``t``, the training noise levels by which Alg. 2
+        rescales its carried residual (``None`` for a constant schedule).
+    """
+    from jaxdiff.degradations import noise_levels
+
+    p = cfg.process
+    step_noise = noise_levels(p.T, p.sample_noise if noise is None else noise, p.noise_schedule)
+    residual = (
+        None if p.noise_schedule == "constant" else noise_levels(p.T, p.noise, p.noise_schedule)
+    )
+    return step_noise, residual
+
+
 def default_sampler(cfg: Config) -> str:
     """The sampler a run uses unless told otherwise.
 
@@ -666,8 +679,9 @@ def cold_figures(
     """Write a cold run's figures: ``D(x0, t)`` across ``t`` and reverse trajectories.
 
     Writes ``degradation_strip.png`` (rows: training digits; columns: evenly spaced ``t``),
-    ``trajectory.png`` (generation from start states, Alg. 2) and ``restoration.png``
-    (conditional restoration of degraded test-like digits from ``t = T / 2``).
+    ``trajectory.png`` (generation from start states) and ``restoration.png`` (conditional
+    restoration of degraded digits from ``t = T / 2``), both with the run's own sampler
+    (:func:`default_sampler`) and reverse-process noise (:func:`cold_noise_tables`).
 
     Args:
         cfg: A cold run's config.
@@ -696,21 +710,25 @@ def cold_figures(
         strip, workdir / "degradation_strip.png", labels, f"{cfg.process.degradation}: D(x0, t)"
     )
     x_T = start(jax.random.fold_in(keys.sample, 3), n_digits)  # noqa: N806
+    alg = int(default_sampler(cfg)[-1])
+    step_noise, residual = cold_noise_tables(cfg)
+    k = jax.random.fold_in(keys.sample, 4)
+    noisy = dict(key=k, noise=step_noise, residual_sigmas=residual)
     _, traj = cold_sample(
         pieces.apply_fn,
         params,
         pieces.degrade,
         x_T,
         T,
-        2,
+        alg,
         keep=n_cols,
-        key=k if stoch else None,
+        **noisy,
     )
     plotting.save_strip(
         np.swapaxes(np.asarray(traj.x_t), 0, 1),
         workdir / "trajectory.png",
         [f"t={int(t)}" for t in np.asarray(traj.t)],
-        "generation (Alg. 2), from start states to samples",
+        f"generation (Alg. {alg}), from start states to samples",
     )
     _, traj = restore(
         pieces.apply_fn,
@@ -719,13 +737,13 @@ def cold_figures(
         x0,
         T // 2,
         T,
-        2,
+        alg,
         keep=n_cols,
-        key=k if stoch else None,
+        **noisy,
     )
     plotting.save_strip(
         np.swapaxes(np.asarray(traj.x_t), 0, 1),
         workdir / "restoration.png",
         [f"t={int(t)}" for t in np.asarray(traj.t)],
-        f"restoration (Alg. 2) from D(x0, {T // 2})",
+        f"restoration (Alg. {alg}) from D(x0, {T // 2})",
     )

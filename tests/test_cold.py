@@ -306,3 +306,25 @@ def test_cold_loss_training_noise_has_its_closed_form():
     assert abs(float(l2) / (0.04 * 11 * 21 / 600) - 1) < 0.05
     with pytest.raises(ValueError, match="noise_std must be >= 0"):
         cold_loss(identity_r, identity_d, 10, noise_std=-0.1)
+
+
+def test_run_noise_tables_follow_the_config():
+    from jaxdiff.config import Config, ProcessConfig
+    from jaxdiff.runner import cold_noise_tables, default_sampler
+
+    lin = Config(
+        process=ProcessConfig(
+            kind="cold", T=4, degradation="melt", noise=0.2, noise_schedule="linear"
+        )
+    )
+    step, residual = cold_noise_tables(lin)
+    np.testing.assert_allclose(residual, [0, 0.05, 0.1, 0.15, 0.2], rtol=1e-6)
+    np.testing.assert_array_equal(step, np.zeros(5))  # sample_noise 0: Alg. 2 carries it
+    np.testing.assert_allclose(cold_noise_tables(lin, 0.4)[0], 2 * residual, rtol=1e-6)
+    assert default_sampler(lin) == "cold2"
+    const = Config(
+        process=ProcessConfig(kind="cold", T=4, degradation="blur", noise=0.01, sample_noise=0.0125)
+    )
+    step, residual = cold_noise_tables(const)
+    assert residual is None and default_sampler(const) == "cold1"
+    np.testing.assert_allclose(step, [0, 0.0125, 0.0125, 0.0125, 0.0125], rtol=1e-6)

@@ -42,6 +42,7 @@ from jaxdiff.degradations import Degradation
 
 ApplyFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 _NOISE_PURPOSE = 7  # fold_in(key, 7): the step-noise key of a stochastic reverse process
+_START_PURPOSE = 2**32 - 1  # fold_in(step-noise key, -1 as uint32): the noise of a restore input
 
 
 class Trajectory(NamedTuple):
@@ -347,10 +348,11 @@ def restore(
         algorithm: 1 or 2.
         keep: As in :func:`cold_sample` (the first kept state is the degraded input).
         steps: Reverse transitions from ``t_start`` (default ``t_start``).
-        key: PRNG key, required for stochastic degradations and ``noise > 0``.
+        key: PRNG key, required for stochastic degradations, ``noise > 0`` and
+            ``residual_sigmas``.
         noise: As in :func:`cold_sample`; the degraded input gets ``residual_sigmas[t_start]``
-            of noise when given (the noisy states the restorer was trained on), else
-            ``noise[t_start]``.
+            of noise when given (the noisy states the restorer was trained on, also when the
+            reverse steps add none), else ``noise[t_start]``.
         residual_sigmas: As in :func:`cold_sample`.
 
     Returns:
@@ -370,10 +372,15 @@ def restore(
     res = None if residual_sigmas is None else _noise_table(residual_sigmas, t_max, "residual")
     keys, noise_key = _keys(degrade, key, x0_real.shape[0], noise)
     x_start = _degrade_batch(degrade, x0_real, int(t_start), keys)
-    if noise_key is not None:
-        z = jax.random.normal(jax.random.fold_in(noise_key, -1), x_start.shape, x_start.dtype)
-        start_sigma = (res if res is not None else noise)[int(t_start)]
-        x_start = x_start + float(start_sigma) * z
+    start_sigma = float((res if res is not None else noise)[int(t_start)])
+    if start_sigma > 0:  # the noisy state the restorer was trained on, also for Alg. 2 at 0
+        if key is None:
+            raise ValueError(
+                "restoring from a noisy state (residual_sigmas or noise > 0) needs key=."
+            )
+        nk = noise_key if noise_key is not None else jax.random.fold_in(key, _NOISE_PURPOSE)
+        z = jax.random.normal(jax.random.fold_in(nk, _START_PURPOSE), x_start.shape, x_start.dtype)
+        x_start = x_start + start_sigma * z
     return _run(
         apply_fn, params, degrade, x_start, grid, algorithm, keep, keys, noise, noise_key, res
     )

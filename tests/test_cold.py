@@ -276,6 +276,23 @@ def test_alg2_with_a_growing_noise_level_shrinks_the_residual():
         noise_levels(T, 0.1, "cosine")
 
 
+def test_deterministic_alg2_restores_from_the_noisy_state_it_was_trained_on():
+    """Restoring with residual_sigmas and no step noise starts at D(x0, t) + sigma(t) z."""
+    from jaxdiff.degradations import noise_levels
+
+    d = get_degradation("blur", T)
+    sig = noise_levels(T, 0.3, "linear")
+    c = jnp.full((64, 28, 28, 1), 0.1, jnp.float32)
+    out, traj = cold.restore(
+        oracle, c, d, c, 4, keep=(4, 0), residual_sigmas=sig, key=jax.random.PRNGKey(3)
+    )
+    np.testing.assert_allclose(np.asarray(out), np.asarray(c), atol=1e-5)
+    resid = np.asarray(traj.x_t[0] - _degrade(d, c, 4))
+    assert abs(resid.std() - sig[4]) < 0.01 * sig[4] + 2e-3 and abs(resid.mean()) < 5e-3
+    with pytest.raises(ValueError, match="noisy state .* needs key="):
+        cold.restore(oracle, c, d, c, 4, residual_sigmas=sig)
+
+
 def test_cold_loss_training_noise_has_its_closed_form():
     """Identity degradation and identity restorer: the L2 loss is the noise variance."""
     from jaxdiff.losses import cold_loss

@@ -59,23 +59,29 @@ class KnownRun:
     sampler: str
 
 
-#: The report's runs, in order. Other run folders found in the results tree are added after
-#: these under their folder names.
+#: The study's roles (``results/study.json``, SPEC section 7), in display order. The manifest
+#: names each role's run folder and headline sampler; the sampler here is the fallback.
 KNOWN_RUNS: tuple[KnownRun, ...] = (
-    KnownRun("ddpm_default", "DDPM, starter recipe", "q1", "ancestral"),
-    KnownRun("ddpm_alt", "DDPM, second set", "q1", "ancestral"),
-    KnownRun("cold_sediment", "Cold diffusion, sediment", "q2", "cold2"),
-    KnownRun("best", "UNet, first try (constant lr)", "beyond", "ddim"),
-    KnownRun("fast", "Best recipe (UNet, cosine lr, EMA, clipped DDIM)", "beyond", "ddim-clip"),
-    KnownRun("fast_2ep", "Best recipe, 2-epoch schedule", "beyond", "ddim-clip"),
-    KnownRun("fast_1ep", "Best recipe, 1-epoch schedule", "beyond", "ddim-clip"),
+    KnownRun("q1_default", "Starter recipe (CNN, lr 2e-4)", "q1", "ancestral"),
+    KnownRun("q1_alt", "Second set (lr 1e-3, EMA 0.999)", "q1", "ancestral"),
+    KnownRun("q2_custom", "Melt (cold diffusion, UNet)", "q2", "cold2"),
+    KnownRun("q2_gaussian", "Gaussian DDPM (same UNet)", "q2", "ddim-clip"),
+    KnownRun("best", "Best recipe", "beyond", "ddim-clip"),
 )
 
 #: Evaluations of the PyTorch starter's samples: tag -> (display name, training epoch).
 KNOWN_ANCHORS: dict[str, tuple[str, int]] = {
+    "starter_ep5": ("PyTorch starter, epoch 5", 5),
+    "starter_ep10": ("PyTorch starter, epoch 10", 10),
     "starter_ep24": ("PyTorch starter, epoch 24", 24),
     "starter_ep50": ("PyTorch starter, epoch 50", 50),
 }
+#: Display names of other anchor evaluations (e.g. the starter's weights, jaxdiff's sampler).
+EXTRA_ANCHORS: dict[str, str] = {
+    "starter_ep50_jaxdiff_sampler": "PyTorch starter's epoch-50 weights, jaxdiff's sampler",
+}
+#: The epochs at which the starter's own samples are drawn beside jaxdiff's grids.
+ANCHOR_EPOCHS = (5, 10, 24, 50)
 
 #: Galleries written by ``evaluate.py`` that the report copies (file stem -> figure kind).
 GALLERIES = ("confident", "unconfident", "nn_closest", "nn_farthest", "per_class", "class_hist")
@@ -162,6 +168,8 @@ class Study:
         results_dir: The results tree.
         runs: Name -> :class:`RunRecord`, known runs first (in :data:`KNOWN_RUNS` order).
         anchors: Tag -> :class:`EvalRecord` of the PyTorch starter's samples.
+        anchor_extra: Other evaluations under ``anchors/eval`` (e.g. the starter's weights
+            sampled by jaxdiff): numbers and the fidelity table only, no curves.
         anchor_log: The starter's per-epoch training log, if recorded.
         bench: The parsed benchmark JSON, if recorded.
         notes: Human-readable notes about missing or unreadable inputs.
@@ -173,6 +181,7 @@ class Study:
     anchor_log: list[dict]
     bench: dict | None
     notes: list[str]
+    anchor_extra: dict[str, EvalRecord] = dataclasses.field(default_factory=dict)
 
 
 def _read_json(path: Path, notes: list[str]) -> Any:
@@ -298,7 +307,7 @@ def load_run(path: Path, spec: KnownRun | None, notes: list[str]) -> RunRecord:
         if p.stem.split("_")[1].isdigit()
     )
     evals = _load_evals(path / "eval", notes)
-    name = path.name
+    name = spec.name if spec is not None else path.name
     kind = config.get("process", {}).get("kind", "ddpm")
     if spec is None:
         spec = KnownRun(name, name, "other", "ancestral" if kind == "ddpm" else "cold2")
@@ -323,8 +332,58 @@ def load_run(path: Path, spec: KnownRun | None, notes: list[str]) -> RunRecord:
     )
 
 
+def manifest_sampler(flags: list[str], default: str) -> str:
+    """The evaluation sampler a role's ``experiments/sample.py`` flags select.
+
+    Args:
+        flags: E.g. ``["--sampler", "ddim", "--steps", "100", "--clip-x0"]``.
+        default: Returned when the flags name no sampler.
+
+    Returns:
+        The sampler as :func:`load_eval` names it (clipped DDIM is ``"ddim-clip"``).
+    """
+    sampler = default
+    if "--sampler" in flags and flags.index("--sampler") + 1 < len(flags):
+        sampler = flags[flags.index("--sampler") + 1]
+    if sampler == "ddim" and "--clip-x0" in flags:
+        sampler = "ddim-clip"
+    return sampler
+
+
+def read_manifest(results_dir: Path, notes: list[str]) -> dict[str, tuple[Path, str]]:
+    """Read ``study.json``: role -> (run folder, headline sampler).
+
+    Run paths are relative to the folder holding the results tree (``"results/q1_default"``).
+
+    Args:
+        results_dir: The results tree.
+        notes: Notes list (a missing or malformed manifest becomes a note).
+
+    Returns:
+        The roles found, with their sampler from the role's ``sample`` flags.
+    """
+    path = results_dir / "study.json"
+    if not path.exists():
+        notes.append(f"{path} missing: no study roles to report.")
+        return {}
+    data = _read_json(path, notes)
+    out: dict[str, tuple[Path, str]] = {}
+    defaults = {r.name: r.sampler for r in KNOWN_RUNS}
+    for role, entry in (data or {}).items():
+        if role.startswith("_"):
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("run"), str):
+            notes.append(f"{path}: role {role} has no 'run' folder; ignored.")
+            continue
+        run = Path(entry["run"])
+        run = run if run.is_absolute() else results_dir.parent / run
+        flags = [str(f) for f in entry.get("sample", [])]
+        out[role] = (run, manifest_sampler(flags, defaults.get(role, "ancestral")))
+    return out
+
+
 def load_study(results_dir: str | Path) -> Study:
-    """Discover and read every run, anchor evaluation and benchmark in a results tree.
+    """Read the study's runs (by role, from ``study.json``), anchor evaluations and benchmark.
 
     Args:
         results_dir: The results tree (e.g. ``results/``).
@@ -336,25 +395,20 @@ def load_study(results_dir: str | Path) -> Study:
     notes: list[str] = []
     if not results_dir.is_dir():
         notes.append(f"results folder {results_dir} does not exist: nothing recorded yet.")
-    found = {
-        p.name: p
-        for p in (sorted(results_dir.iterdir()) if results_dir.is_dir() else [])
-        if p.is_dir() and p.name not in ("anchors", "bench")
-    }
+    manifest = read_manifest(results_dir, notes)
     runs: dict[str, RunRecord] = {}
     for spec in KNOWN_RUNS:
-        if spec.name in found:
-            runs[spec.name] = load_run(found.pop(spec.name), spec, notes)
-        else:
-            notes.append(
-                f"run {spec.name} ({spec.display}) not recorded: {results_dir / spec.name} missing."
-            )
-    for name, path in found.items():
-        if (path / "config.json").exists() or (path / "metrics.jsonl").exists():
-            runs[name] = load_run(path, None, notes)
-        else:
-            notes.append(f"{path}: neither config.json nor metrics.jsonl; not a run, ignored.")
+        entry = manifest.get(spec.name)
+        if entry is None:
+            notes.append(f"role {spec.name} ({spec.display}) is not in {results_dir}/study.json.")
+            continue
+        path, sampler = entry
+        if not path.is_dir():
+            notes.append(f"role {spec.name} ({spec.display}): its run {path} is missing.")
+            continue
+        runs[spec.name] = load_run(path, dataclasses.replace(spec, sampler=sampler), notes)
     anchors = _load_evals(results_dir / "anchors" / "eval", notes)
+    extra = {t: anchors.pop(t) for t in list(anchors) if t not in KNOWN_ANCHORS}
     for tag, (disp, _) in KNOWN_ANCHORS.items():
         if tag not in anchors:
             notes.append(f"anchor {tag} ({disp}) not evaluated: {results_dir}/anchors/eval/{tag}.")
@@ -370,7 +424,7 @@ def load_study(results_dir: str | Path) -> Study:
             bench = None
     else:
         notes.append(f"speed benchmark not recorded: {bench_path} missing.")
-    return Study(results_dir, runs, anchors, anchor_log, bench, notes)
+    return Study(results_dir, runs, anchors, anchor_log, bench, notes, extra)
 
 
 # ----------------------------------------------------------------------------- selection
@@ -826,12 +880,12 @@ class ReportBuilder:
             med = float(np.median(ips)) if ips else None
             self.num.put(f"{k}.img_s", med, _f(med, 0))
             self.num.put(f"{k}.machine", _machine_text(run))
-            cmd = training_command(cfg, f"results/{name}") if cfg else None
+            cmd = training_command(cfg, run.path.as_posix()) if cfg else None
             if cfg and cmd is None:
                 self.notes.append(f"run {name}: no driver command reproduces its config.")
             self.num.put(f"{k}.command", cmd)
             commands.append({"run": name, "display": run.display, "command": cmd})
-            base = self.study.runs.get("ddpm_default")
+            base = self.study.runs.get("q1_default")
             if base is not None and base is not run and base.config and cfg:
                 diff = config_diff(base.config, cfg)
                 self.num.put(f"{k}.diff", diff, "; ".join(diff).replace("->", "→") or "none")
@@ -900,6 +954,12 @@ class ReportBuilder:
                     f"run {name}: trained {last} epochs but the latest evaluation is of epoch "
                     f"{head.epoch}."
                 )
+        for name, run in self.study.runs.items():
+            for tag, e in run.evals.items():
+                self.num.eval_metrics(f"ev.{name}.{tag}", e)
+        for tag, e in sorted(self.study.anchor_extra.items()):
+            self.num.eval_metrics(f"anchor.{tag}", e)
+            rows.append(_fid_row(EXTRA_ANCHORS.get(tag, tag.replace("_", " ")), e))
         evals_json["anchors"] = {t: _eval_summary(e) for t, e in sorted(self.study.anchors.items())}
         for tag, e in sorted(self.study.anchors.items(), key=lambda kv: kv[1].epoch or 0):
             disp = KNOWN_ANCHORS.get(tag, (tag, None))[0]
@@ -922,9 +982,9 @@ class ReportBuilder:
         self._write("evals.json", evals_json)
         heads = {n: headline_eval(r) for n, r in self.study.runs.items()}
         pairs = {
-            "q1": ("ddpm_alt", "ddpm_default"),
-            "q2": ("cold_sediment", "ddpm_default"),
-            "best": ("fast", "ddpm_default"),
+            "q1": ("q1_alt", "q1_default"),
+            "q2": ("q2_custom", "q2_gaussian"),
+            "best": ("best", "q1_default"),
         }
         for label, (a, b) in pairs.items():
             for key in ("fd", "kid"):
@@ -947,7 +1007,7 @@ class ReportBuilder:
     def q2_table(self) -> None:
         """Side-by-side comparison of the cold run and the Gaussian run, with sampling cost."""
         rows = []
-        for name in ("ddpm_default", "cold_sediment"):
+        for name in ("q2_gaussian", "q2_custom"):
             run = self.study.runs.get(name)
             e = headline_eval(run) if run else None
             if e is None:
@@ -1096,6 +1156,70 @@ class ReportBuilder:
             "rows": rows,
         }  # fmt: skip
 
+    def cold_analysis(self) -> None:
+        """Each cold run's recorded analyses (``experiments/analyze_cold.py``).
+
+        Numbers ``an.<run>.<start sampler>.*`` and table ``start_<run>`` from
+        ``analysis/start_states.json``; ``an.<run>.rest.t<t>.*`` and table
+        ``restoration_<run>`` from ``analysis/restoration.json``; their figures are copied.
+        """
+        for name, run in self.study.runs.items():
+            if run.kind != "cold":
+                continue
+            d = run.path / "analysis"
+            if not (d / "start_states.json").exists():
+                self.notes.append(f"run {name}: no {d}/start_states.json (analyze_cold.py).")
+                continue
+            data = _read_json(d / "start_states.json", self.notes) or {}
+            rows = []
+            for variant, r in data.get("rows", {}).items():
+                k = f"an.{name}.{_key(variant)}"
+                pw = r.get("pairwise", {})
+                hist = r.get("class_hist") or []
+                low = float(min(hist)) if hist else None
+                self.num.put(f"{k}.fd", r.get("fd"), _f(r.get("fd"), 1))
+                self.num.put(f"{k}.fd_ci", r.get("fd_ci"), _ci(r, "fd", 1))
+                self.num.put(f"{k}.recall", r.get("recall"), _f(r.get("recall"), 3))
+                self.num.put(f"{k}.min_class", low, _f(_pct(low), 1))
+                self.num.put(f"{k}.pair_mean", pw.get("mean"), _f(pw.get("mean"), 2))
+                rows.append(
+                    [
+                        variant,
+                        str(data.get("n", "–")),
+                        _ci(r, "fd", 1),
+                        _f(r.get("precision"), 3),
+                        _f(r.get("recall"), 3),
+                        _f(_pct(low), 1),
+                        _f(r.get("nn_dist_ratio"), 2),
+                        _f(pw.get("mean"), 2),
+                        f"{_f(pw.get('p05'), 2)}–{_f(pw.get('p95'), 2)}",
+                    ]
+                )
+            self.tables[f"start_{name}"] = {
+                "header": [
+                    "start states", "N", "FD [95% CI]", "precision", "recall",
+                    "rarest class %", "NN ratio", "pair distance", "5–95%",
+                ],
+                "rows": rows,
+            }  # fmt: skip
+            rest = _read_json(d / "restoration.json", self.notes) or {}
+            rrows = []
+            for r in rest.get("times", []):
+                k = f"an.{name}.rest.t{r['t']}"
+                for key in ("mse_input", "mse_one_shot", "mse_restored"):
+                    self.num.put(f"{k}.{key}", r.get(key), _f(r.get(key), 4))
+                rrows.append(
+                    [str(r["t"])]
+                    + [_f(r.get(x), 4) for x in ("mse_input", "mse_one_shot", "mse_restored")]
+                )
+            self.num.put(f"an.{name}.rest.n", rest.get("n"))
+            self.tables[f"restoration_{name}"] = {
+                "header": ["t", "degraded input", "one-shot R(x_t, t)", "reverse process"],
+                "rows": rrows,
+            }
+            for f in ("restoration_error", "start_fitted", "start_oracle", "start_single"):
+                _copy(d / f"{f}.png", self.fig_dir / f"an_{name}_{f}.png", self.figs)
+
     # -- figures -------------------------------------------------------------------------
 
     def figures(self) -> None:
@@ -1137,6 +1261,7 @@ class ReportBuilder:
                 ncol=min(6, len(eps)),
                 title=f"{run.display}: fixed-key samples through training",
             )
+        self._anchor_grid_figure(plotting)
         self._fidelity_figure(plotting)
         self._steps_figure(plotting)
         self._ttq_figure(plotting)
@@ -1154,6 +1279,28 @@ class ReportBuilder:
                     if not src.exists():
                         self.notes.append(f"run {name}: {src.name} missing (cold.py draws it).")
                     _copy(src, self.fig_dir / f"cold_{name}_{f}.png", self.figs)
+
+    def _anchor_grid_figure(self, plotting) -> None:
+        run = self.study.runs.get("q1_default")
+        src = self.study.results_dir / "anchors" / "samples"
+        panels, labels = [], []
+        for e in ANCHOR_EPOCHS:
+            ours = run.path / "samples" / f"epoch_{e:03d}.npy" if run else None
+            theirs = src / f"starter_ep{e}_first16.npy"
+            if ours is None or not ours.exists() or not theirs.exists():
+                self.notes.append(f"no grids of both starters at epoch {e}: {ours}, {theirs}.")
+                continue
+            panels += [np.load(ours)[:16], np.load(theirs)[:16]]
+            labels += [f"jaxdiff, epoch {e}", f"PyTorch, epoch {e}"]
+        if panels:
+            self._fig(
+                "q1_matched.png",
+                plotting.save_panels,
+                panels,
+                labels,
+                ncol=4,
+                title="the starter recipe at matched epochs: jaxdiff and PyTorch (16 samples each)",
+            )
 
     def _fig(self, fname: str, fn, *args, **kwargs) -> None:
         fn(*args, path=self.fig_dir / fname, **kwargs)
@@ -1305,6 +1452,7 @@ class ReportBuilder:
         self.run_numbers()
         self.eval_numbers()
         self.q2_table()
+        self.cold_analysis()
         self.steps_table()
         self.ttq_numbers()
         self.bench_numbers()

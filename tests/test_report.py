@@ -94,11 +94,11 @@ def _write_eval(run: Path, tag: str, metrics: dict, galleries: bool = True) -> N
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     out = tmp_path_factory.mktemp("report")
-    d = _write_run(root, "ddpm_default", _config(), 4, 60.0)
+    d = _write_run(root, "q1_default", _config(), 4, 60.0)
     for ep, fd, ci in ((2, 200.0, (190.0, 210.0)), (4, 90.0, (85.0, 95.0))):
         m = _metrics(fd, ci, epoch=ep, sampler="ancestral", steps=1000, sample_seconds=700.0)
         _write_eval(d, f"ep{ep:03d}_ancestral1000", m)
-    a = _write_run(root, "ddpm_alt", _config(lr=1e-3), 4, 60.0)
+    a = _write_run(root, "q1_alt", _config(lr=1e-3), 4, 60.0)
     _write_eval(a, "ep004_ancestral1000", _metrics(120.0, (110.0, 130.0), epoch=4))
     b = _write_run(root, "fast", _config(ema_decay=0.999), 2, 300.0)
     for ep, steps, fd, sec in ((1, 100, 130.0, 70.0), (2, 10, 150.0, 7.0), (2, 50, 80.0, 35.0)):
@@ -108,7 +108,21 @@ def built(tmp_path_factory):
     _write_eval(b, "ep002_ddim100", _metrics(70.0, (66.0, 74.0), sample_seconds=70.0))
     (b / "eval" / "ep002_broken").mkdir()
     (b / "eval" / "ep002_broken" / "metrics.json").write_text("{not json")
-    _write_run(root, "ddpm_extra", _config(seed=3), 1, 10.0)
+    _write_run(root, "not_in_the_study", _config(seed=3), 1, 10.0)
+    study = {
+        "_about": "roles",
+        "q1_default": {"run": f"{root.name}/q1_default", "sample": ["--sampler", "ancestral"]},
+        "q1_alt": {"run": f"{root.name}/q1_alt", "sample": ["--sampler", "ancestral"]},
+        "q2_custom": {"run": f"{root.name}/cold_gone", "sample": ["--sampler", "cold2"]},
+        "best": {"run": f"{root.name}/fast", "sample": ["--sampler", "ddim", "--steps", "100"]},
+    }
+    (root / "study.json").write_text(json.dumps(study))
+    _write_eval(
+        root / "anchors",
+        "starter_ep50_jaxdiff_sampler",
+        _metrics(104.0, (99.0, 109.0), epoch=50, sampler="ancestral"),
+        False,
+    )
     anchors = root / "anchors" / "eval"
     _write_eval(root / "anchors", "starter_ep24", _metrics(115.0, (110.0, 120.0)), False)
     _write_eval(root / "anchors", "starter_ep50", _metrics(100.0, (95.0, 105.0)), False)
@@ -142,19 +156,19 @@ def _n(data, key):
 
 def test_headline_numbers_come_from_the_latest_evaluation(built):
     _, _, _, data = built
-    assert _n(data, "eval.ddpm_default.fd")["v"] == 90.0
-    assert _n(data, "eval.ddpm_default.fd_ci")["s"] == "90.0 [85.0, 95.0]"
-    assert _n(data, "eval.ddpm_default.epoch")["v"] == 4
-    assert _n(data, "eval.ddpm_default.oor_pct")["v"] == pytest.approx(25.0)
-    assert _n(data, "eval.ddpm_default.rarest_digit")["v"] == 0
-    assert _n(data, "eval.ddpm_default.commonest_digit")["v"] == 1
-    assert _n(data, "eval.ddpm_default.nn_close")["v"] is False
-    assert _n(data, "eval.ddpm_default.sec_per_1k")["v"] == pytest.approx(700.0)
+    assert _n(data, "eval.q1_default.fd")["v"] == 90.0
+    assert _n(data, "eval.q1_default.fd_ci")["s"] == "90.0 [85.0, 95.0]"
+    assert _n(data, "eval.q1_default.epoch")["v"] == 4
+    assert _n(data, "eval.q1_default.oor_pct")["v"] == pytest.approx(25.0)
+    assert _n(data, "eval.q1_default.rarest_digit")["v"] == 0
+    assert _n(data, "eval.q1_default.commonest_digit")["v"] == 1
+    assert _n(data, "eval.q1_default.nn_close")["v"] is False
+    assert _n(data, "eval.q1_default.sec_per_1k")["v"] == pytest.approx(700.0)
     # best prefers its DDIM evaluation with the most steps at its latest epoch; epoch and
     # steps of ep002_ddim100 come from the tag.
-    assert _n(data, "eval.fast.tag")["v"] == "ep002_ddim100"
-    assert _n(data, "eval.fast.steps")["v"] == 100
-    assert _n(data, "eval.fast.fd")["v"] == 70.0
+    assert _n(data, "eval.best.tag")["v"] == "ep002_ddim100"
+    assert _n(data, "eval.best.steps")["v"] == 100
+    assert _n(data, "eval.best.fd")["v"] == 70.0
     assert _n(data, "anchor.starter_ep50.fd")["v"] == 100.0
     assert _n(data, "anchor.starter_ep50.epoch")["v"] == 50
     assert _n(data, "anchor.starter_ep50.train_wall_min")["v"] == pytest.approx(100.0)
@@ -163,13 +177,13 @@ def test_headline_numbers_come_from_the_latest_evaluation(built):
 
 def test_run_numbers_and_config_diff(built):
     _, _, _, data = built
-    assert _n(data, "run.ddpm_default.wall_h")["v"] == pytest.approx(240.0 / 3600)
-    assert _n(data, "run.ddpm_default.cpu_h")["v"] == pytest.approx(480.0 / 3600)
-    assert _n(data, "run.ddpm_default.final_loss")["v"] == pytest.approx(0.25)
-    assert _n(data, "run.ddpm_default.img_s")["v"] == pytest.approx(502.5)
-    assert _n(data, "run.ddpm_default.final_kb")["v"] == pytest.approx(2.0)
-    assert _n(data, "run.ddpm_alt.diff")["v"] == ["learning rate 0.0002 -> 0.001"]
-    assert _n(data, "run.ddpm_alt.diff")["s"] == "learning rate 0.0002 → 0.001"
+    assert _n(data, "run.q1_default.wall_h")["v"] == pytest.approx(240.0 / 3600)
+    assert _n(data, "run.q1_default.cpu_h")["v"] == pytest.approx(480.0 / 3600)
+    assert _n(data, "run.q1_default.final_loss")["v"] == pytest.approx(0.25)
+    assert _n(data, "run.q1_default.img_s")["v"] == pytest.approx(502.5)
+    assert _n(data, "run.q1_default.final_kb")["v"] == pytest.approx(2.0)
+    assert _n(data, "run.q1_alt.diff")["v"] == ["learning rate 0.0002 -> 0.001"]
+    assert _n(data, "run.q1_alt.diff")["s"] == "learning rate 0.0002 → 0.001"
     # parameter count equals the initialised model's
     import jax
 
@@ -177,12 +191,32 @@ def test_run_numbers_and_config_diff(built):
 
     params = init_params(build(_config()), jax.random.PRNGKey(0))
     n = sum(x.size for x in jax.tree_util.tree_leaves(params))
-    assert _n(data, "run.ddpm_default.params")["v"] == n
+    assert _n(data, "run.q1_default.params")["v"] == n
     rows = {r[0]: r for r in data["tables"]["runs"]["rows"]}
-    best = next(r.display for r in R.KNOWN_RUNS if r.name == "fast")
-    assert list(rows) == ["DDPM, starter recipe", "DDPM, second set", best, "ddpm_extra"]
-    assert rows["ddpm_extra"][7] == "3"  # seed
-    assert rows["DDPM, starter recipe"][8] == "4/4"
+    disp = {r.name: r.display for r in R.KNOWN_RUNS}
+    # the study's roles only, in role order; a folder the manifest does not name is left out
+    assert list(rows) == [disp["q1_default"], disp["q1_alt"], disp["best"]]
+    assert rows[disp["q1_default"]][8] == "4/4"
+
+
+def test_every_evaluation_and_extra_anchors_have_numbers(built):
+    _, _, _, data = built
+    assert _n(data, "ev.q1_default.ep002_ancestral1000.fd")["v"] == 200.0
+    assert _n(data, "ev.best.ep002_ddim10.steps")["v"] == 10
+    # an anchor evaluation other than the starter's own samples: numbers and a table row
+    assert _n(data, "anchor.starter_ep50_jaxdiff_sampler.fd_ci")["s"] == "104.0 [99.0, 109.0]"
+    rows = {r[0] for r in data["tables"]["fidelity"]["rows"]}
+    assert R.EXTRA_ANCHORS["starter_ep50_jaxdiff_sampler"] in rows
+    # ... but no curve of its own: the time-to-quality targets are the starter's samples
+    assert not any("jaxdiff_sampler" in k for k in data["numbers"] if k.startswith("ttq."))
+
+
+def test_manifest_sampler_reads_the_sample_flags():
+    assert R.manifest_sampler(["--sampler", "ddim", "--steps", "100", "--clip-x0"], "x") == (
+        "ddim-clip"
+    )
+    assert R.manifest_sampler(["--sampler", "cold2", "--data-dir", "d"], "x") == "cold2"
+    assert R.manifest_sampler([], "ancestral") == "ancestral"
 
 
 def test_comparisons(built):
@@ -202,19 +236,19 @@ def test_time_to_quality(built):
     # best's epoch series is ddim100 (epochs 1 and 2: FD 130, 70); the starter's 50-epoch
     # FD 100 is first beaten at epoch 2, after 600 s wall / 1200 s CPU; the starter needed
     # 6000 s, so 10x sooner.
-    assert _n(data, "ttq.fast.starter_ep50.epoch")["v"] == 2
-    assert _n(data, "ttq.fast.starter_ep50.wall_min")["v"] == pytest.approx(10.0)
-    assert _n(data, "ttq.fast.starter_ep50.cpu_min")["v"] == pytest.approx(20.0)
-    assert _n(data, "ttq.fast.starter_ep50.wall_speedup")["v"] == pytest.approx(10.0)
-    assert _n(data, "ttq.ddpm_alt.starter_ep50.reached")["v"] is False
-    assert _n(data, "ttq.ddpm_default.starter_ep24.epoch")["v"] == 4
-    pts = data["series"]["ttq"]["fast"]
+    assert _n(data, "ttq.best.starter_ep50.epoch")["v"] == 2
+    assert _n(data, "ttq.best.starter_ep50.wall_min")["v"] == pytest.approx(10.0)
+    assert _n(data, "ttq.best.starter_ep50.cpu_min")["v"] == pytest.approx(20.0)
+    assert _n(data, "ttq.best.starter_ep50.wall_speedup")["v"] == pytest.approx(10.0)
+    assert _n(data, "ttq.q1_alt.starter_ep50.reached")["v"] is False
+    assert _n(data, "ttq.q1_default.starter_ep24.epoch")["v"] == 4
+    pts = data["series"]["ttq"]["best"]
     assert [p["epoch"] for p in pts] == [1, 2] and [p["fd"] for p in pts] == [130.0, 70.0]
 
 
 def test_steps_table_and_bench(built):
     _, _, _, data = built
-    rows = [r for r in data["tables"]["steps"]["rows"] if r[0].startswith("Best")]
+    rows = [r for r in data["tables"]["steps"]["rows"] if r[0] == "Best recipe"]
     assert [r[3] for r in rows] == ["10", "50", "100"]
     assert [r[5].split()[0] for r in rows] == ["150.0", "80.0", "70.0"]
     assert [r[-1] for r in rows] == ["7.0", "35.0", "70.0"]
@@ -230,20 +264,21 @@ def test_figures_exist_and_missing_inputs_are_notes(built):
     _, out, summary, data = built
     for name in (
         "loss_all.png",
-        "loss_ddpm_default.png",
-        "samples_ddpm_default.png",
+        "loss_q1_default.png",
+        "samples_q1_default.png",
         "fidelity_epochs.png",
         "quality_steps.png",
         "time_to_quality.png",
         "class_hist.png",
-        "gallery_ddpm_default_confident.png",
-        "gallery_fast_per_class.png",
+        "gallery_q1_default_confident.png",
+        "gallery_best_per_class.png",
     ):
         assert (out / "figures" / name).stat().st_size > 0, name
         assert name in data["figures"]
     assert set(data["figures"]) == {p.name for p in (out / "figures").glob("*.png")}
     notes = "\n".join(summary["notes"])
-    assert "cold_sediment" in notes and "not recorded" in notes
+    assert "role q2_custom" in notes and "cold_gone is missing" in notes
+    assert "role q2_gaussian" in notes and "not in" in notes
     assert "ep002_broken" in notes  # unreadable JSON is a note, not a crash
     assert data["notes"] == summary["notes"]
 
@@ -274,7 +309,7 @@ SNIPPET = """// a comment with words
 = Intro heading <intro>
 Hello *bold* _world_ with `raw code` and $x^2 + y$ math. See @ref1.
 #figure(image("a.png"), caption: [Two words])
-Value #num("eval.ddpm_default.fd") here.
+Value #num("eval.q1_default.fd") here.
 #if true [yes branch] else [no branch]
 /* block
 comment */ tail
@@ -286,7 +321,7 @@ def test_count_words_on_a_snippet():
     # yes branch no branch | tail
     assert R.count_words(SNIPPET) == 2 + 8 + 2 + 2 + 4 + 1
     text = R.prose_text(SNIPPET)
-    for hidden in ("comment", "hidden", "raw", "x^2", "size", "a.png", "eval.ddpm", "block"):
+    for hidden in ("comment", "hidden", "raw", "x^2", "size", "a.png", "eval.q1", "block"):
         assert hidden not in text
 
 
@@ -315,8 +350,10 @@ def test_pdf_compiles_from_the_synthetic_tree(built, tmp_path):
 def test_training_command_round_trips_the_config(built):
     _, _, _, data = built
     cmd = {c["run"]: c["command"] for c in data["commands"]}
-    assert cmd["ddpm_alt"] == (
-        "python experiments/ddpm.py --hidden 8,8 --lr 0.001 --epochs 4 --workdir results/ddpm_alt"
+    root = built[0]
+    assert cmd["q1_alt"] == (
+        "python experiments/ddpm.py --hidden 8,8 --lr 0.001 --epochs 4 "
+        f"--workdir {(root / 'q1_alt').as_posix()}"
     )
     cold = Config(
         model=ModelConfig(name="unet", hidden=(8, 16, 16), attention=True, conv_impl=CONV),
@@ -343,3 +380,42 @@ def test_clipped_ddim_is_its_own_sampler(tmp_path):
     assert (plain.sampler, plain.steps) == ("ddim", 100)
     assert (clip.sampler, clip.steps) == ("ddim-clip", 100)
     assert R._sampler_text(clip) == "ddim (x0 clipped) 100" and not notes
+
+
+def test_cold_analysis_tables_and_numbers(tmp_path):
+    root = tmp_path / "results"
+    cold = Config(
+        model=ModelConfig(hidden=(8, 8), conv_impl=CONV),
+        process=ProcessConfig(kind="cold", T=50, degradation="melt"),
+        train=TrainConfig(epochs=2),
+    )
+    run = _write_run(root, "melt", cold, 2, 10.0)
+    pair = {"mean": 9.5, "median": 9.4, "p05": 6.0, "p95": 12.0}
+    rows = {
+        "real test": {"fd": 2.0, "fd_ci": [1.0, 3.0], "recall": 0.9, "class_hist": [0.1] * 10},
+        "fitted": {
+            "fd": 40.0,
+            "fd_ci": [38.0, 42.0],
+            "recall": 0.6,
+            "class_hist": [0.02] + [0.98 / 9] * 9,
+        },
+    }
+    for r in rows.values():
+        r["pairwise"] = pair
+    (run / "analysis").mkdir()
+    (run / "analysis" / "start_states.json").write_text(json.dumps({"n": 1000, "rows": rows}))
+    times = [
+        {"t": t, "mse_input": 0.1 * t, "mse_one_shot": 0.01 * t, "mse_restored": 0.02 * t}
+        for t in (1, 50)
+    ]
+    (run / "analysis" / "restoration.json").write_text(json.dumps({"n": 500, "times": times}))
+    (root / "study.json").write_text(json.dumps({"q2_custom": {"run": "results/melt"}}))
+    R.build_report_data(root, tmp_path / "rep")
+    data = json.loads((tmp_path / "rep" / "data" / "numbers.json").read_text())
+    tables = json.loads((tmp_path / "rep" / "data" / "tables.json").read_text())
+    assert data["an.q2_custom.fitted.fd_ci"]["s"] == "40.0 [38.0, 42.0]"
+    assert data["an.q2_custom.fitted.min_class"]["v"] == pytest.approx(0.02)
+    assert data["an.q2_custom.real_test.pair_mean"]["v"] == 9.5
+    assert data["an.q2_custom.rest.t50.mse_restored"]["v"] == pytest.approx(1.0)
+    assert [r[0] for r in tables["start_q2_custom"]["rows"]] == ["real test", "fitted"]
+    assert tables["restoration_q2_custom"]["rows"][0] == ["1", "0.1000", "0.0100", "0.0200"]

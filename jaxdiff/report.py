@@ -925,6 +925,7 @@ class ReportBuilder:
                 "final_params": str(run.final / "params.msgpack") if run.final else None,
                 "evaluations": sorted(run.evals),
             }
+        self.starter_numbers()
         self.tables["runs"] = {
             "header": [
                 "run", "process", "model", "params", "lr", "batch", "EMA", "seed",
@@ -934,6 +935,49 @@ class ReportBuilder:
         }  # fmt: skip
         self._write("runs.json", runs_json)
         self._write("commands.json", commands)
+
+    def starter_numbers(self) -> None:
+        """The starter reproduction against the PyTorch log, and when its grids leave saturation.
+
+        ``q1.loss_vs_starter.*``: our epoch-mean loss over the starter's, in percent above it,
+        over the epochs both logged (mean, min, max; ``from8`` from epoch 8 on).
+        ``run.<name>.first_clean_epoch``: the first epoch whose fixed-key grid has fewer than
+        half of its samples saturated (:func:`saturated_share`); the starter's first 16
+        samples at each anchor epoch get ``anchor.starter_ep<E>.saturated_pct``.
+        """
+        run = self.study.runs.get("q1_default")
+        log = {r["epoch"]: r["loss"] for r in self.study.anchor_log if "loss" in r and "epoch" in r}
+        if run is not None and log:
+            pct = {
+                r["epoch"]: 100 * (r["loss"] / log[r["epoch"]] - 1)
+                for r in run.records
+                if r.get("epoch") in log
+            }
+            for label, vals in (
+                ("all", list(pct.values())),
+                ("from8", [v for e, v in pct.items() if e >= 8]),
+            ):
+                if vals:
+                    k = f"q1.loss_vs_starter.{label}"
+                    self.num.put(f"{k}.mean", float(np.mean(vals)), _f(float(np.mean(vals)), 1))
+                    self.num.put(f"{k}.min", float(min(vals)), _f(float(min(vals)), 1))
+                    self.num.put(f"{k}.max", float(max(vals)), _f(float(max(vals)), 1))
+            self.num.put("q1.loss_vs_starter.epochs", len(pct))
+        for name, r in self.study.runs.items():
+            if r.kind != "ddpm":
+                continue
+            shares = {
+                e: saturated_share(np.load(r.path / "samples" / f"epoch_{e:03d}.npy"))
+                for e in r.sample_epochs
+            }
+            first = next((e for e, v in shares.items() if v < 0.5), None)
+            self.num.put(f"run.{name}.first_clean_epoch", first)
+            self.series.setdefault("saturated", {})[name] = shares
+        for e in ANCHOR_EPOCHS:
+            f = self.study.results_dir / "anchors" / "samples" / f"starter_ep{e}_first16.npy"
+            if f.exists():
+                v = saturated_share(np.load(f))
+                self.num.put(f"anchor.starter_ep{e}.saturated_pct", 100 * v, _f(100 * v, 0))
 
     def eval_numbers(self) -> None:
         """Headline evaluations, anchors, floor, comparisons and the fidelity table."""
@@ -960,6 +1004,14 @@ class ReportBuilder:
         for tag, e in sorted(self.study.anchor_extra.items()):
             self.num.eval_metrics(f"anchor.{tag}", e)
             rows.append(_fid_row(EXTRA_ANCHORS.get(tag, tag.replace("_", " ")), e))
+        xdir = self.study.results_dir / "q2x"  # the Q2 exploration's short runs
+        for sub in sorted(xdir.iterdir()) if xdir.is_dir() else []:
+            for tag, e in _load_evals(sub / "eval", self.notes).items():
+                self.num.eval_metrics(f"x.{_key(sub.name)}.{tag}", e)
+        cal = self.study.results_dir / "calibration" / "calibration.json"
+        for label, m in ((_read_json(cal, self.notes) or {}) if cal.exists() else {}).items():
+            if isinstance(m, dict):  # known image sets under the same protocol: the FD scale
+                self.num.eval_metrics(f"cal.{_key(label)}", EvalRecord(label, cal, m, *[None] * 3))
         evals_json["anchors"] = {t: _eval_summary(e) for t, e in sorted(self.study.anchors.items())}
         for tag, e in sorted(self.study.anchors.items(), key=lambda kv: kv[1].epoch or 0):
             disp = KNOWN_ANCHORS.get(tag, (tag, None))[0]
@@ -1471,6 +1523,22 @@ class ReportBuilder:
         }
 
 
+def saturated_share(x: Any) -> float:
+    """Share of samples that are saturated: over half their pixels beyond +-1.
+
+    The data lie in [-0.5, 0.5]; a sampling chain that has drifted ends in black or white
+    squares far outside it (the starter recipe's early failure).
+
+    Args:
+        x: Samples ``(N, 28, 28[, 1])`` in the model scale.
+
+    Returns:
+        The share in [0, 1].
+    """
+    x = np.asarray(x, np.float32).reshape(len(x), -1)
+    return float(np.mean(np.mean(np.abs(x) > 1.0, axis=1) > 0.5))
+
+
 def _key(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
 
@@ -1759,7 +1827,8 @@ def compile_pdf(report_dir: str | Path, source: str = "report.typ") -> Path:
         The PDF path.
 
     Raises:
-        ValueError: If the ``typst`` package is missing (install the ``report`` extra).
+        ValueError: If the ``typst`` package is missing (install the ``report`` extra), or
+            the source does not compile (the message is typst's).
     """
     try:
         import typst
@@ -1770,5 +1839,8 @@ def compile_pdf(report_dir: str | Path, source: str = "report.typ") -> Path:
         ) from None
     report_dir = Path(report_dir)
     pdf = report_dir / (Path(source).stem + ".pdf")
-    typst.compile(str(report_dir / source), output=str(pdf), root=str(report_dir))
+    try:
+        typst.compile(str(report_dir / source), output=str(pdf), root=str(report_dir))
+    except Exception as err:  # typst.TypstError: the source does not compile
+        raise ValueError(f"{report_dir / source} does not compile: {err}") from None
     return pdf

@@ -419,3 +419,19 @@ def test_cold_analysis_tables_and_numbers(tmp_path):
     assert data["an.q2_custom.rest.t50.mse_restored"]["v"] == pytest.approx(1.0)
     assert [r[0] for r in tables["start_q2_custom"]["rows"]] == ["real test", "fitted"]
     assert tables["restoration_q2_custom"]["rows"][0] == ["1", "0.1000", "0.0100", "0.0200"]
+
+
+def test_saturated_share_counts_samples_mostly_far_out_of_range():
+    x = np.zeros((4, 28, 28), np.float32)
+    x[0] = 2.0  # every pixel beyond +-1
+    x[1, :20] = -3.0  # 20 of 28 rows: 71% of pixels
+    x[2, :10] = 5.0  # 36%: not saturated
+    assert R.saturated_share(x) == 0.5
+    assert R.saturated_share(np.full((3, 28, 28, 1), 0.5)) == 0.0  # the data range's edge
+
+
+def test_a_source_that_does_not_compile_is_one_clear_error(tmp_path):
+    pytest.importorskip("typst")
+    (tmp_path / "report.typ").write_text("#let x = (\n")
+    with pytest.raises(ValueError, match="report.typ does not compile"):
+        R.compile_pdf(tmp_path)

@@ -177,7 +177,7 @@ def plot_bars(
 
 
 # --------------------------------------------------------------------------- report figures
-# Appended for jaxdiff.report (the study's report); the functions above are unchanged.
+# Used by the report builder (report/builder.py); the functions above are unchanged.
 
 
 def save_panels(

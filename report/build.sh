@@ -7,4 +7,4 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${ROOT}"
-exec "${PYTHON:-python}" experiments/report.py --pdf "$@"
+exec "${PYTHON:-python}" report/build.py --pdf "$@"

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from jaxdiff import report as R
 from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
 from jaxdiff.ops import resolve_conv_impl
 
 REPO = Path(__file__).resolve().parent.parent
-
+sys.path.insert(0, str(REPO / "report"))  # the report builder lives beside the report
+import builder as R  # noqa: E402
 
 #: A recorded run's config.json holds the resolved convolution (``--conv-impl auto`` -> this).
 CONV = resolve_conv_impl("auto")

@@ -6,9 +6,9 @@ Reads the results tree (``results/``: run workdirs with their ``eval/<tag>/metri
 are listed as notes (and shown as placeholders in the PDF), never an error.
 
 Example:
-    python experiments/report.py               # figures + data from results/
-    python experiments/report.py --pdf         # ... then compile report/report.pdf (typst)
-    python experiments/report.py --words       # only count the prose words of report.typ
+    python report/build.py               # figures + data from results/
+    python report/build.py --pdf         # ... then compile report/report.pdf (typst)
+    python report/build.py --words       # only count the prose words of report.typ
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ import re
 import sys
 from pathlib import Path
 
-from jaxdiff.report import WORD_LIMIT, build_report_data, compile_pdf, count_words
+from builder import WORD_LIMIT, build_report_data, compile_pdf, count_words
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags; build data and figures, count words, compile the PDF."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent  # the repository
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--results", type=Path, default=root / "results", help="recorded runs")
     p.add_argument("--report", type=Path, default=root / "report", help="report folder")

@@ -1,15 +1,20 @@
-"""The study's report: every figure and number regenerated from the recorded runs.
+"""The study's report builder: every figure and number regenerated from the recorded runs.
 
-Inputs (a *results tree*, by default ``results/``), all discovered by globbing:
+It lives beside the report, not in the library (``python report/build.py`` runs it).
 
-- ``<run>/``: a training workdir written by :func:`jaxdiff.runner.fit` (``config.json``,
+Inputs (a *results tree*, by default ``results/``):
+
+- ``study.json``: the study's roles (SPEC section 7); each role names its run folder and
+  the ``experiments/sample.py`` flags of its headline evaluation.
+- each role's run folder: a training workdir written by :func:`jaxdiff.runner.fit` (``config.json``,
   ``metrics.jsonl``, ``samples/epoch_NNN.npy``, ``final/``, cold runs' figures), with its
   evaluations ``<run>/eval/<tag>/metrics.json`` (+ galleries) written by
   ``experiments/evaluate.py``. Tags read ``ep010_ancestral1000``, ``ep010_ddim100``,
   ``ep005_cold2``; the epoch, sampler and steps are taken from ``metrics.json`` and, where it
   lacks them, from the tag.
 - ``anchors/eval/<tag>/metrics.json``: evaluations of the PyTorch starter's samples
-  (``starter_ep24``, ``starter_ep50``), optionally ``anchors/starter_train_log.jsonl`` (the
+  (``starter_ep5`` ... ``starter_ep50``) and of the starter's weights sampled by jaxdiff,
+  optionally ``anchors/starter_train_log.jsonl`` (the
   starter's per-epoch wall seconds) for its training time.
 - ``bench/bench.json``: the speed benchmark (``benchmarks/bench.py --json``), read defensively.
 

@@ -14,12 +14,25 @@ Public entry points (see the API reference for the rest):
 from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
 from jaxdiff.data import load_mnist, normalize
 from jaxdiff.models import build_model
-from jaxdiff.runner import fit, generate, load_run
 from jaxdiff.sampling import ddim_sample, ddpm_sample
 from jaxdiff.schedules import make_schedule, q_sample
 from jaxdiff.train import TrainState, make_run_steps, make_train_step
 
 __version__ = "0.1.0"
+
+#: Names served lazily from the application layer, so that importing the core (schedules,
+#: degradations, sampling, losses, train, models, ops) loads no orbax, matplotlib or tqdm.
+_APP = {"fit": "jaxdiff.runner", "generate": "jaxdiff.runner", "load_run": "jaxdiff.runner"}
+
+
+def __getattr__(name: str):
+    """Import an application-layer name (``fit``, ``generate``, ``load_run``) on first use."""
+    if name in _APP:
+        import importlib
+
+        return getattr(importlib.import_module(_APP[name]), name)
+    raise AttributeError(f"module 'jaxdiff' has no attribute {name!r}")
+
 
 __all__ = [
     "Config",

@@ -1,0 +1,23 @@
+"""The layering: the pure core imports no application-layer library and does nothing at import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+CORE = ("schedules", "degradations", "sampling", "losses", "train", "cold", "models", "ops")
+APP_LIBS = ("orbax", "matplotlib", "tqdm")
+
+
+def _loaded_after(code: str) -> list[str]:
+    probe = f"{code}\nimport sys\nprint(' '.join(m for m in {APP_LIBS!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_importing_the_core_loads_no_checkpoint_plotting_or_progress_library():
+    assert _loaded_after("".join(f"import jaxdiff.{m}\n" for m in CORE)) == []
+
+
+def test_the_application_names_still_load_on_first_use():
+    assert "orbax" in _loaded_after("from jaxdiff import fit\nassert callable(fit)")

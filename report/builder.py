@@ -70,7 +70,7 @@ KNOWN_RUNS: tuple[KnownRun, ...] = (
     KnownRun("q1_default", "Starter recipe (CNN, lr 2e-4)", "q1", "ancestral"),
     KnownRun("q1_alt", "Second set (lr 1e-3, EMA 0.999)", "q1", "ancestral"),
     KnownRun("q2_custom", "Melt (cold diffusion, UNet)", "q2", "cold2"),
-    KnownRun("q2_gaussian", "Gaussian DDPM (same UNet)", "q2", "ddim-clip"),
+    KnownRun("q2_gaussian", "Gaussian DDPM (same UNet)", "q2", "dpmpp-clip"),
     KnownRun("best", "Best recipe", "beyond", "ddim-clip"),
 )
 
@@ -268,8 +268,7 @@ def load_eval(folder: Path, notes: list[str]) -> EvalRecord | None:
     tag = parse_tag(folder.name)
     epoch = m.get("epoch") if isinstance(m.get("epoch"), int) else tag["epoch"]
     sampler = m.get("sampler") or tag["sampler"]
-    if sampler == "ddim" and m.get("clip_x0"):
-        sampler = "ddim-clip"  # another sampler: a curve or headline never mixes the two
+    sampler = clipped_name(sampler, m.get("clip_x0"))  # a curve never mixes clip settings
     steps = m.get("steps") if isinstance(m.get("steps"), int) else tag["steps"]
     return EvalRecord(folder.name, folder, m, epoch, sampler, steps)
 
@@ -350,9 +349,27 @@ def manifest_sampler(flags: list[str], default: str) -> str:
     sampler = default
     if "--sampler" in flags and flags.index("--sampler") + 1 < len(flags):
         sampler = flags[flags.index("--sampler") + 1]
-    if sampler == "ddim" and "--clip-x0" in flags:
-        sampler = "ddim-clip"
-    return sampler
+    clip = None
+    if "--clip-x0" in flags:
+        i = flags.index("--clip-x0") + 1
+        clip = flags[i] if i < len(flags) and flags[i] in ("wide", "data") else "wide"
+    return clipped_name(sampler, clip)
+
+
+def clipped_name(sampler: str | None, clip: Any) -> str | None:
+    """Name DDIM and DPM-Solver++ with clipped ``x0`` as samplers of their own.
+
+    Args:
+        sampler: ``"ddim"``, ``"dpmpp"`` or any other name (returned unchanged).
+        clip: The evaluation's ``clip_x0``: falsy (none), ``True``/``"wide"`` or ``"data"``.
+
+    Returns:
+        ``"ddim-clip"`` / ``"dpmpp-clip"`` (to [-1, 1]), ``"...-clip-data"`` (to the data
+        range), else ``sampler``.
+    """
+    if sampler not in ("ddim", "dpmpp") or not clip:
+        return sampler
+    return f"{sampler}-clip-data" if clip == "data" else f"{sampler}-clip"
 
 
 def read_manifest(results_dir: Path, notes: list[str]) -> dict[str, tuple[Path, str]]:
@@ -553,7 +570,11 @@ def _sampler_text(e: EvalRecord) -> str:
         return "starter sampler (1000 steps)" if e.tag in KNOWN_ANCHORS else "given samples"
     if e.sampler.startswith("cold"):
         return f"cold Alg. {e.sampler[-1]}" + (f", {e.steps} steps" if e.steps else "")
-    name = "ddim (x0 clipped)" if e.sampler == "ddim-clip" else e.sampler
+    base, _, clip = (e.sampler or "").partition("-")
+    label = {"ddim": "DDIM", "dpmpp": "DPM-Solver++"}.get(base, base)
+    name = {"clip": f"{label} (x0 clipped)", "clip-data": f"{label} (x0 clipped to data)"}.get(
+        clip, label if not clip else e.sampler
+    )
     return f"{name} {e.steps}" if e.steps else name
 
 
@@ -1042,7 +1063,11 @@ class ReportBuilder:
             "q1": ("q1_alt", "q1_default"),
             "q2": ("q2_custom", "q2_gaussian"),
             "best": ("best", "q1_default"),
+            "starter": ("q1_default", "anchor:starter_ep50"),
+            "sampler": ("anchor:starter_ep50_jaxdiff_sampler", "anchor:starter_ep50"),
         }
+        anchors = {**self.study.anchors, **self.study.anchor_extra}
+        heads.update({f"anchor:{t}": e for t, e in anchors.items()})
         for label, (a, b) in pairs.items():
             for key in ("fd", "kid"):
                 c = compare(heads.get(a), heads.get(b), key)
@@ -1239,6 +1264,8 @@ class ReportBuilder:
                 self.num.put(f"{k}.recall", r.get("recall"), _f(r.get("recall"), 3))
                 self.num.put(f"{k}.min_class", low, _f(_pct(low), 1))
                 self.num.put(f"{k}.pair_mean", pw.get("mean"), _f(pw.get("mean"), 2))
+                ratio = r.get("nn_dist_ratio")
+                self.num.put(f"{k}.nn_ratio", ratio, _f(ratio, 2))
                 rows.append(
                     [
                         variant,

@@ -380,7 +380,10 @@ def test_clipped_ddim_is_its_own_sampler(tmp_path):
     clip = R.load_eval(run / "eval" / "ep004_ddimclip100", notes)
     assert (plain.sampler, plain.steps) == ("ddim", 100)
     assert (clip.sampler, clip.steps) == ("ddim-clip", 100)
-    assert R._sampler_text(clip) == "ddim (x0 clipped) 100" and not notes
+    assert R._sampler_text(clip) == "DDIM (x0 clipped) 100" and not notes
+    assert R.clipped_name("dpmpp", "data") == "dpmpp-clip-data"
+    assert R.clipped_name("ancestral", True) == "ancestral"
+    assert R.manifest_sampler(["--sampler", "dpmpp", "--clip-x0", "data"], "x") == "dpmpp-clip-data"
 
 
 def test_cold_analysis_tables_and_numbers(tmp_path):

@@ -72,6 +72,7 @@ KNOWN_RUNS: tuple[KnownRun, ...] = (
     KnownRun("q2_custom", "Melt (cold diffusion, UNet)", "q2", "cold2"),
     KnownRun("q2_gaussian", "Gaussian DDPM (same UNet)", "q2", "dpmpp-clip"),
     KnownRun("best", "Best recipe", "beyond", "ddim-clip"),
+    KnownRun("samplers", "UNet, 4 epochs (sampler study)", "beyond", "ddim-clip"),
 )
 
 #: Evaluations of the PyTorch starter's samples: tag -> (display name, training epoch).
@@ -1153,6 +1154,8 @@ class ReportBuilder:
         rows, series = [], {}
         for name, run in self.study.runs.items():
             epoch, groups = steps_series(run)
+            if sum(len(v) for v in groups.values()) < 2:
+                continue  # one setting is no comparison of samplers or steps
             for sampler, evs in groups.items():
                 series[f"{name}/{sampler}"] = {
                     "epoch": epoch,

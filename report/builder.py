@@ -457,7 +457,8 @@ def headline_eval(run: RunRecord) -> EvalRecord | None:
     """The evaluation a run is judged by: its latest epoch, its preferred sampler, most steps.
 
     Among evaluations at the highest epoch, those with the run's preferred sampler win
-    (else any), then the one with the most samples, then the most sampling steps.
+    (else any), then those of the sampling (EMA) weights over raw ones, then the one with
+    the most samples, then the most sampling steps.
 
     Args:
         run: The run.
@@ -472,7 +473,15 @@ def headline_eval(run: RunRecord) -> EvalRecord | None:
     top = max((e.epoch if e.epoch is not None else last or 0) for e in evs)
     evs = [e for e in evs if (e.epoch if e.epoch is not None else last or 0) == top]
     pref = [e for e in evs if e.sampler == run.sampler] or evs
-    return max(pref, key=lambda e: (e.metrics.get("n", 0), e.steps or 0, e.tag))
+    return max(
+        pref,
+        key=lambda e: (
+            e.metrics.get("weights") != "raw",
+            e.metrics.get("n", 0),
+            e.steps or 0,
+            e.tag,
+        ),
+    )
 
 
 def epoch_series(run: RunRecord) -> list[EvalRecord]:

@@ -1020,13 +1020,16 @@ class ReportBuilder:
         rows = []
         evals_json: dict[str, dict] = {}
         floor = None
+        shown: set[Path] = set()
         for name, run in self.study.runs.items():
             evals_json[name] = {t: _eval_summary(e) for t, e in sorted(run.evals.items())}
             head = headline_eval(run)
             if head is None:
                 continue
             self.num.eval_metrics(f"eval.{name}", head)
-            rows.append(_fid_row(run.display, head))
+            if run.path not in shown:  # a run serving two roles gets one row
+                rows.append(_fid_row(run.display, head))
+                shown.add(run.path)
             floor = floor or head.metrics.get("floor")
             last = run.records[-1]["epoch"] if run.records else None
             if head.epoch is not None and last is not None and head.epoch != last:
@@ -1323,7 +1326,10 @@ class ReportBuilder:
         from jaxdiff import plotting
 
         runs = self.study.runs
-        with_records = {n: r for n, r in runs.items() if r.records}
+        paths: dict[Path, str] = {}  # one loss curve per run folder, under its first role
+        for n, r in runs.items():
+            paths.setdefault(r.path, n)
+        with_records = {n: r for n, r in runs.items() if r.records and paths[r.path] == n}
         if with_records:
             series = {
                 f"{r.display} ({'L1/L2' if r.kind == 'cold' else 'ε-MSE'})": (

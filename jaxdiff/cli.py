@@ -341,6 +341,7 @@ def run_training(cfg: Config, args: argparse.Namespace, start_fn_factory=None) -
             start_fn_factory=start_fn_factory,
             export_epochs=tuple(args.export_epochs),
             warm_start=args.warm_start,
+            argv=[Path(sys.argv[0]).as_posix(), *sys.argv[1:]],
         )
     except (*USER_ERRORS, TrainingDiverged) as err:
         return fail(str(err))

@@ -344,6 +344,7 @@ def fit(
     start_fn_factory: Callable[[Pieces, np.ndarray], Callable] | None = None,
     export_epochs: tuple[int, ...] = (),
     warm_start: str | Path | None = None,
+    argv: list[str] | None = None,
 ) -> tuple[TrainState, list[dict]]:
     """Train a run, writing config, metrics, figures and checkpoints into ``workdir``.
 
@@ -375,6 +376,8 @@ def fit(
             after that epoch with the same data order, keys and learning rates, and fresh
             Adam moments (:func:`jaxdiff.train.warm_train_state`). Recorded in
             ``config.json`` under ``warm_starts``.
+        argv: The command line that started this process (``sys.argv``); each start,
+            resume or warm start appends it to ``config.json`` under ``invocations``.
 
     Returns:
         ``(state, records)``: the final train state and all metrics records.
@@ -410,6 +413,7 @@ def fit(
         old_config = ckpt.read_json(workdir / "config.json")
         _check_resume_config(old_config["config"], cfg, workdir)
     warm_starts = list(old_config.get("warm_starts", []))
+    invocations = list(old_config.get("invocations", [])) + ([list(argv)] if argv else [])
     is_main = jax.process_index() == 0  # only one host writes logs and figures
     progress = progress and is_main
     workdir.mkdir(parents=True, exist_ok=True)
@@ -421,6 +425,7 @@ def fit(
                 "devices": [str(d) for d in jax.devices()],
                 "machine": machine_info(),
                 **({"warm_starts": warm_starts} if warm_starts or warm_start else {}),
+                **({"invocations": invocations} if invocations else {}),
             },
         )
 

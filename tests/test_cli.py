@@ -43,6 +43,8 @@ def test_ddpm_then_sample(tmp_path, data_dir):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["epoch"] == 1
     assert (work / "exports" / "epoch_001" / "params.msgpack").exists()
+    argv = json.loads((work / "config.json").read_text())["invocations"][0]
+    assert argv[0] == "experiments/ddpm.py" and argv[argv.index("--limit") + 1] == "256"
     for name in (
         "config.json",
         "metrics.jsonl",

@@ -151,8 +151,10 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
     kw = dict(images=images, grid_n=0, progress=False, chunk_steps=2)
     full, recs = fit(base, tmp_path / "a", **kw)
     one = Config(base.model, base.process, TrainConfig(**{**base.train.__dict__, "epochs": 1}))
-    fit(one, tmp_path / "b", **kw)
-    resumed, recs_b = fit(base, tmp_path / "b", resume=True, **kw)
+    fit(one, tmp_path / "b", argv=["ddpm.py", "--epochs", "1"], **kw)
+    resumed, recs_b = fit(base, tmp_path / "b", resume=True, argv=["ddpm.py", "--resume"], **kw)
+    saved = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert saved["invocations"] == [["ddpm.py", "--epochs", "1"], ["ddpm.py", "--resume"]]
     assert int(resumed.step) == int(full.step) == 6
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

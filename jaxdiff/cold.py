@@ -526,6 +526,32 @@ def fit_start_distribution(
     )
 
 
+def end_state_is_fixed(
+    degrade: Degradation, images: Any, key: jax.Array, atol: float = 1e-3
+) -> bool:
+    """Whether ``D(., T)`` leaves fully degraded images unchanged (``D(D(x, T), T) = D(x, T)``).
+
+    Re-degrading a start state drawn from a fitted mixture projects it back onto the end
+    states only when they are fixed points (sediment's skylines, fade's black). For a
+    degradation whose end is not idempotent (blur, melt: a blurred state blurs further), it
+    would move the start state past ``t = T``, out of what the restorer was trained on.
+
+    Args:
+        degrade: The degradation.
+        images: A few images, ``uint8`` ``(N, H, W)`` or model-scale ``(N, H, W, C)``.
+        key: PRNG key (stochastic degradations).
+        atol: Largest absolute change counted as unchanged (model scale).
+
+    Returns:
+        ``True`` if every image's end state is unchanged by a second ``D(., T)``.
+    """
+    x = jnp.asarray(_as_images(images))
+    k1, k2 = jax.random.split(key)
+    end = _degrade_batch(degrade, x, degrade.T, _example_keys(degrade, k1, x.shape[0]))
+    again = _degrade_batch(degrade, end, degrade.T, _example_keys(degrade, k2, x.shape[0]))
+    return bool(jnp.max(jnp.abs(again - end)) <= atol)
+
+
 def sample_start(
     dist: StartDistribution,
     key: jax.Array,

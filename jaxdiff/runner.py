@@ -654,9 +654,11 @@ def start_fn_for(
 
     Returns:
         ``start(key, n) -> x_T`` of shape ``(n, 28, 28, 1)``: a draw from the fitted
-        mixture, re-degraded to ``t = T``, plus a little noise.
+        mixture, re-degraded to ``t = T`` when the end states are fixed points of ``D(., T)``
+        (:func:`jaxdiff.cold.end_state_is_fixed`; not for blur or melt, which would blur the
+        draw further), plus a little noise.
     """
-    from jaxdiff.cold import fit_start_distribution, start_sampler
+    from jaxdiff.cold import end_state_is_fixed, fit_start_distribution, start_sampler
     from jaxdiff.data import normalize
 
     if images is None:
@@ -668,7 +670,9 @@ def start_fn_for(
     dist = fit_start_distribution(pieces.degrade, x0, cfg.process.T, key)
     if noise_std is None:
         noise_std = cfg.process.noise or 0.01
-    return start_sampler(dist, noise_std=noise_std, degrade=pieces.degrade)
+    # re-degrading a mixture draw projects it onto the end states only if they are fixed points
+    fixed = end_state_is_fixed(pieces.degrade, x0[:64], jax.random.fold_in(key, 2))
+    return start_sampler(dist, noise_std=noise_std, degrade=pieces.degrade if fixed else None)
 
 
 def cold_figures(

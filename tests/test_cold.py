@@ -345,3 +345,15 @@ def test_run_noise_tables_follow_the_config():
     step, residual = cold_noise_tables(const)
     assert residual is None and default_sampler(const) == "cold1"
     np.testing.assert_allclose(step, [0, 0.0125, 0.0125, 0.0125, 0.0125], rtol=1e-6)
+
+
+def test_start_states_are_re_degraded_only_when_the_end_state_is_a_fixed_point(mnist):
+    from jaxdiff.cold import end_state_is_fixed
+
+    key = jax.random.key(0)
+    # sediment's skylines and pixelate's block means are fixed points of D(., T) ...
+    assert end_state_is_fixed(get_degradation("sediment"), mnist[:8], key)
+    assert end_state_is_fixed(get_degradation("pixelate"), mnist[:8], key)
+    # ... blur and melt are not: a second D(., T) blurs further, past what R was trained on
+    assert not end_state_is_fixed(get_degradation("blur"), mnist[:8], key)
+    assert not end_state_is_fixed(get_degradation("melt"), mnist[:8], key)

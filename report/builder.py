@@ -1165,6 +1165,8 @@ class ReportBuilder:
         """Quality against sampling steps (rows per run, sampler and steps)."""
         rows, series = [], {}
         for name, run in self.study.runs.items():
+            if "samplers" in self.study.runs and name != "samplers":
+                continue  # the sampler-study role holds the comparison; others would repeat it
             epoch, groups = steps_series(run)
             if sum(len(v) for v in groups.values()) < 2:
                 continue  # one setting is no comparison of samplers or steps

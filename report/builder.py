@@ -845,8 +845,13 @@ def training_command(config: dict, workdir: str) -> str | None:
 
 
 def _machine_text(run: RunRecord) -> str:
-    if run.machine:
-        return run.machine if isinstance(run.machine, str) else json.dumps(run.machine)
+    m = run.machine
+    if isinstance(m, dict):  # prose, not a JSON dict: "AMD EPYC, 2 cores, jax 0.10.2 (cpu)"
+        parts = [str(m.get("cpu", "")), f"{m['cores']} cores" if m.get("cores") else ""]
+        jax_ = f"jax {m['jax']}" + (f" ({m['backend']})" if m.get("backend") else "")
+        return ", ".join(x for x in (*parts, jax_ if m.get("jax") else "") if x) or "–"
+    if m:
+        return str(m)
     return ", ".join(str(d) for d in run.devices) or "–"
 
 
@@ -886,6 +891,7 @@ class ReportBuilder:
         """Per-run configuration, cost and headline numbers, and the reproducibility table."""
         rows, commands = [], []
         runs_json = {}
+        seen_paths: set[Path] = set()
         for name, run in self.study.runs.items():
             cfg = run.config
             tr = cfg.get("train", {})
@@ -929,6 +935,9 @@ class ReportBuilder:
             self.num.put(
                 f"{k}.final_kb", None if size is None else size / 1024, _f(_div(size, 1024), 0)
             )
+            if run.path in seen_paths:  # a run serving two roles is listed once
+                continue
+            seen_paths.add(run.path)
             rows.append(
                 [
                     run.display,

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
-from jaxdiff.runner import build, init_params
+from jaxdiff.app.runner import build, init_params
 from jaxdiff.train import epoch_indices, init_train_state, make_run_steps, make_train_step
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from jaxdiff.cli import common_parser, config_from_args, run_training
+from jaxdiff.app.cli import common_parser, config_from_args, run_training
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jaxdiff.cli import evaluate_command
+from jaxdiff.app.cli import evaluate_command
 
 
 def main(argv: list[str] | None = None) -> int:

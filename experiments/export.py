@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jaxdiff.cli import export_command
+from jaxdiff.app.cli import export_command
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jaxdiff.cli import import_torch_command
+from jaxdiff.app.cli import import_torch_command
 
 
 def main(argv: list[str] | None = None) -> int:

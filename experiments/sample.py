@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jaxdiff.cli import sample_command
+from jaxdiff.app.cli import sample_command
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
 Example:
     python experiments/train_classifier.py --epochs 6 --seed 0 \
-        --data-dir ../shared/data/mnist --out jaxdiff/assets/classifier.msgpack
+        --data-dir ../shared/data/mnist --out jaxdiff/fidelity/assets/classifier.msgpack
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from jaxdiff import classifier as C
-from jaxdiff.cli import USER_ERRORS, check_paths, fail
+from jaxdiff.fidelity import classifier as C
+from jaxdiff.app.cli import USER_ERRORS, check_paths, fail
 from jaxdiff.data import load_mnist, normalize
 
 

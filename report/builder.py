@@ -6,7 +6,7 @@ Inputs (a *results tree*, by default ``results/``):
 
 - ``study.json``: the study's roles (SPEC section 7); each role names its run folder and
   the ``experiments/sample.py`` flags of its headline evaluation.
-- each role's run folder: a training workdir written by :func:`jaxdiff.runner.fit` (``config.json``,
+- each role's run folder: a training workdir written by :func:`jaxdiff.app.runner.fit` (``config.json``,
   ``metrics.jsonl``, ``samples/epoch_NNN.npy``, ``final/``, cold runs' figures), with its
   evaluations ``<run>/eval/<tag>/metrics.json`` (+ galleries) written by
   ``experiments/evaluate.py``. Tags read ``ep010_ancestral1000``, ``ep010_ddim100``,
@@ -683,7 +683,7 @@ def _param_count(config: dict) -> int | None:
         import jax
 
         from jaxdiff.config import Config
-        from jaxdiff.runner import build, init_params
+        from jaxdiff.app.runner import build, init_params
 
         pieces = build(Config.from_dict(config))
         shapes = jax.eval_shape(lambda: init_params(pieces, jax.random.PRNGKey(0)))
@@ -767,7 +767,7 @@ def _setting_text(v: Any) -> str:
 
 
 #: Training flags of ``experiments/ddpm.py`` / ``cold.py`` per config field (see
-#: :func:`jaxdiff.cli.common_parser`); booleans are store-true flags.
+#: :func:`jaxdiff.app.cli.common_parser`); booleans are store-true flags.
 _FLAGS = {
     ("model", "name"): "--model",
     ("model", "hidden"): "--hidden",
@@ -811,7 +811,7 @@ def training_command(config: dict, workdir: str) -> str | None:
         E.g. ``"python experiments/ddpm.py --lr 0.001 --epochs 20 --workdir results/x"``, or
         ``None`` if no command of the drivers' flags reproduces the config.
     """
-    from jaxdiff.cli import common_parser, config_from_args
+    from jaxdiff.app.cli import common_parser, config_from_args
     from jaxdiff.config import Config
 
     try:
@@ -1334,7 +1334,7 @@ class ReportBuilder:
 
     def figures(self) -> None:
         """Draw every figure (each skipped with a note when its inputs are missing)."""
-        from jaxdiff import plotting
+        from jaxdiff.app import plotting
 
         runs = self.study.runs
         paths: dict[Path, str] = {}  # one loss curve per run folder, under its first role

@@ -50,7 +50,7 @@ def draw(final: Path, data_dir: str, full: bool = False) -> dict[str, str]:
     try:  # the start-state module of the application layer, where present
         from jaxdiff.app.start_states import start_fn_for
     except ImportError:
-        from jaxdiff.runner import start_fn_for
+        from jaxdiff.app.runner import start_fn_for
 
     cfg, pieces, params, _ = load_run(final)
     key = jax.random.key(7)

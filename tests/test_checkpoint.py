@@ -2,9 +2,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxdiff import checkpoint as ckpt
+from jaxdiff.app import checkpoint as ckpt
 from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
-from jaxdiff.runner import build, fit, init_params, load_run
+from jaxdiff.app.runner import build, fit, init_params, load_run
 from jaxdiff.train import init_train_state
 
 CFG = Config(

@@ -1,4 +1,4 @@
-"""Tests for jaxdiff.classifier: loop-friendly conv gradient, training pieces, shipped asset."""
+"""Tests for jaxdiff.fidelity.classifier: loop-friendly conv gradient, training pieces, shipped asset."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdiff import classifier as C
+from jaxdiff.fidelity import classifier as C
 from jaxdiff.data import load_mnist, normalize
 
 DATA_DIR = os.environ.get(

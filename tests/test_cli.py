@@ -113,7 +113,7 @@ def test_ddpm_then_sample(tmp_path, data_dir):
     )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["epoch"] == 1
-    from jaxdiff.runner import load_run
+    from jaxdiff.app.runner import load_run
 
     _, _, exported, meta = load_run(out)
     _, _, raw, _ = load_run(work, weights="raw")

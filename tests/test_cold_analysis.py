@@ -1,4 +1,4 @@
-"""Tests for jaxdiff.cold_analysis: restoration errors with an oracle, pair distances, errors."""
+"""Tests for jaxdiff.fidelity.cold_analysis: restoration errors with an oracle, pair distances, errors."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdiff.cold_analysis import analyze_cold_run, pairwise_distances, restoration_errors
+from jaxdiff.fidelity.cold_analysis import analyze_cold_run, pairwise_distances, restoration_errors
 from jaxdiff.config import Config, ProcessConfig
 from jaxdiff.degradations import get_degradation
-from jaxdiff.runner import Pieces
+from jaxdiff.app.runner import Pieces
 
 
 def _x0() -> jax.Array:

@@ -10,10 +10,10 @@ import jax
 import numpy as np
 import pytest
 
-from jaxdiff import checkpoint as ckpt
-from jaxdiff import runner
+from jaxdiff.app import checkpoint as ckpt
+from jaxdiff.app import runner
 from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
-from jaxdiff.runner import TrainingDiverged, fit, load_run
+from jaxdiff.app.runner import TrainingDiverged, fit, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = [

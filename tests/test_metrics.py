@@ -1,4 +1,4 @@
-"""Tests for jaxdiff.metrics: closed forms, equivalences, extremes, error messages."""
+"""Tests for jaxdiff.fidelity.metrics: closed forms, equivalences, extremes, error messages."""
 
 import json
 import os
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from jaxdiff import evaluation as E
-from jaxdiff import metrics as M
+from jaxdiff.fidelity import evaluation as E
+from jaxdiff.fidelity import metrics as M
 from jaxdiff.data import load_mnist, normalize
 
 DATA_DIR = os.environ.get(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxdiff.parallel import data_mesh, maybe_initialize_distributed, shardings
+from jaxdiff.app.parallel import data_mesh, maybe_initialize_distributed, shardings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,12 +17,12 @@ SCRIPT = """
 import json, sys
 import jax, numpy as np
 from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
-from jaxdiff.runner import fit
+from jaxdiff.app.runner import fit
 cfg = Config(ModelConfig(hidden=(4, 4), kernel_size=3), ProcessConfig(T=50),
              TrainConfig(batch_size=16, epochs=2, lr=1e-3))
 images = np.random.default_rng(0).integers(0, 256, (64, 28, 28)).astype(np.uint8)
 state, recs = fit(cfg, sys.argv[1], images=images, grid_n=0, progress=False, chunk_steps=1)
-from jaxdiff.parallel import data_mesh, shardings
+from jaxdiff.app.parallel import data_mesh, shardings
 try:
     shardings(data_mesh(), 3)
     err = ""

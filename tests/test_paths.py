@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdiff import checkpoint as ckpt
-from jaxdiff import paths
+from jaxdiff.app import checkpoint as ckpt
+from jaxdiff.app import paths
 
 ROOT = Path(__file__).resolve().parents[1]
 UNWRITABLE = Path("/proc/jaxdiff-nope")  # refuses new files even for root
@@ -167,7 +167,7 @@ def test_atomic_writes_leave_the_old_file_or_none(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
     monkeypatch.undo()
     # figures and exported parameters go the same way
-    from jaxdiff import plotting
+    from jaxdiff.app import plotting
 
     plotting.save_grid(np.zeros((4, 28, 28, 1)), tmp_path / "g.png")
     assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdiff.torch_import import StateDictError, params_from_state_dict
+from jaxdiff.app.torch_import import StateDictError, params_from_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 ANCHORS = ROOT / ".." / "shared" / "anchors"
@@ -96,7 +96,7 @@ def test_imported_anchor_weights_match_pytorch_forward(epoch):
     if not path.exists():
         pytest.skip(f"{path} not available")
     from jaxdiff.models import build_model
-    from jaxdiff.torch_import import read_state_dict
+    from jaxdiff.app.torch_import import read_state_dict
 
     sd = read_state_dict(path)
     cfg, params = params_from_state_dict(sd)
@@ -136,7 +136,7 @@ def test_import_driver_writes_a_loadable_params_folder(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["hidden"] == [16, 32, 32, 16]
-    from jaxdiff.runner import load_run
+    from jaxdiff.app.runner import load_run
 
     cfg, _, params, meta = load_run(out)
     assert cfg.model.hidden == (16, 32, 32, 16) and meta["source"] == str(path)
@@ -169,7 +169,7 @@ def test_training_gradients_match_pytorch_on_anchor_weights():
     if not path.exists():
         pytest.skip(f"{path} not available")
     from jaxdiff.models import build_model
-    from jaxdiff.torch_import import read_state_dict
+    from jaxdiff.app.torch_import import read_state_dict
 
     sd = read_state_dict(path)
     cfg, params = params_from_state_dict(sd)

@@ -9,7 +9,7 @@ import pytest
 from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
 from jaxdiff.losses import cold_loss, ddpm_loss
 from jaxdiff.models import CNN
-from jaxdiff.runner import build, fit, init_params
+from jaxdiff.app.runner import build, fit, init_params
 from jaxdiff.schedules import linear
 from jaxdiff.train import (
     epoch_indices,
@@ -200,7 +200,7 @@ def test_warm_state_continues_the_schedule_with_fresh_adam_moments():
 def test_warm_start_from_an_export_after_checkpoints_are_lost(tmp_path):
     import shutil
 
-    from jaxdiff.checkpoint import CheckpointError
+    from jaxdiff.app.checkpoint import CheckpointError
 
     images = _images(96)
     cfg = Config(
@@ -232,7 +232,7 @@ def test_warm_start_from_an_export_after_checkpoints_are_lost(tmp_path):
 
 
 def test_cosine_run_refuses_to_resume_with_other_epochs(tmp_path):
-    from jaxdiff.checkpoint import CheckpointError
+    from jaxdiff.app.checkpoint import CheckpointError
 
     images = _images(64)
     cfg = Config(
@@ -248,7 +248,7 @@ def test_cosine_run_refuses_to_resume_with_other_epochs(tmp_path):
 
 
 def test_clip_x0_needs_ddim_or_dpmpp_and_a_known_range():
-    from jaxdiff.runner import generate
+    from jaxdiff.app.runner import generate
 
     cfg = Config(model=ModelConfig(hidden=(4,), kernel_size=3), process=ProcessConfig(T=10))
     pieces = build(cfg)

@@ -12,10 +12,10 @@ import json
 import sys
 from pathlib import Path
 
-from jaxdiff.checkpoint import CheckpointError
+from jaxdiff.app.checkpoint import CheckpointError
 from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
 from jaxdiff.data import DataError
-from jaxdiff.paths import (
+from jaxdiff.app.paths import (
     atomic_json,
     atomic_npy,
     check_checkpoint,
@@ -281,7 +281,7 @@ def check_paths(
     out_dir: Path | None = None,
     out_file: Path | None = None,
 ) -> None:
-    """Check a driver's paths before any work (see :mod:`jaxdiff.paths`).
+    """Check a driver's paths before any work (see :mod:`jaxdiff.app.paths`).
 
     Args:
         workdir: ``--workdir``: must be creatable and writable.
@@ -291,7 +291,7 @@ def check_paths(
         out_file: ``--out`` naming a file: its folder creatable and writable.
 
     Raises:
-        jaxdiff.paths.PathError: One line naming the flag, the path, the problem and the fix.
+        jaxdiff.app.paths.PathError: One line naming the flag, the path, the problem and the fix.
     """
     if workdir is not None:
         check_writable_dir(workdir, "--workdir")
@@ -312,7 +312,7 @@ def fail(msg: str) -> int:
 
 
 def run_training(cfg: Config, args: argparse.Namespace, start_fn_factory=None) -> int:
-    """Run :func:`jaxdiff.runner.fit` from parsed flags, turning user errors into messages.
+    """Run :func:`jaxdiff.app.runner.fit` from parsed flags, turning user errors into messages.
 
     Args:
         cfg: The run config.
@@ -322,8 +322,8 @@ def run_training(cfg: Config, args: argparse.Namespace, start_fn_factory=None) -
     Returns:
         Process exit status (0 on success, 2 on a user error).
     """
-    from jaxdiff.parallel import maybe_initialize_distributed
-    from jaxdiff.runner import TrainingDiverged, fit
+    from jaxdiff.app.parallel import maybe_initialize_distributed
+    from jaxdiff.app.runner import TrainingDiverged, fit
 
     try:
         check_paths(workdir=args.workdir, data_dir=args.data_dir)
@@ -372,7 +372,7 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
 
     import jax
 
-    from jaxdiff.runner import default_sampler, generate, load_run, start_fn_for
+    from jaxdiff.app.runner import default_sampler, generate, load_run, start_fn_for
 
     weights = getattr(args, "weights", "ema")
     clip_x0 = getattr(args, "clip_x0", None) or False
@@ -425,7 +425,7 @@ def sample_command(args: argparse.Namespace) -> int:
     Returns:
         Process exit status.
     """
-    from jaxdiff import plotting
+    from jaxdiff.app import plotting
 
     if args.n <= 0:
         return fail(f"--n must be positive, got {args.n}")
@@ -463,7 +463,7 @@ def cold_figures_command(args: argparse.Namespace) -> int:
         Process exit status.
     """
     from jaxdiff.data import load_mnist
-    from jaxdiff.runner import cold_figures, load_run, start_fn_for
+    from jaxdiff.app.runner import cold_figures, load_run, start_fn_for
 
     try:
         check_paths(workdir=args.workdir, data_dir=args.data_dir)
@@ -485,8 +485,8 @@ def export_command(args: argparse.Namespace) -> int:
     Returns:
         Process exit status.
     """
-    from jaxdiff import checkpoint as ckpt
-    from jaxdiff.runner import load_run
+    from jaxdiff.app import checkpoint as ckpt
+    from jaxdiff.app.runner import load_run
 
     try:
         check_paths(checkpoint=args.checkpoint, out_dir=args.out)
@@ -520,9 +520,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from jaxdiff import plotting
+    from jaxdiff.app import plotting
     from jaxdiff.data import load_mnist, normalize
-    from jaxdiff.evaluation import evaluate_samples, prepare_reference, rank_samples, score_samples
+    from jaxdiff.fidelity.evaluation import evaluate_samples, prepare_reference, rank_samples, score_samples
 
     if args.n <= 1:
         return fail(f"--n must be at least 2, got {args.n}")
@@ -593,8 +593,8 @@ def import_torch_command(args: argparse.Namespace) -> int:
     Returns:
         Process exit status (0 on success, 2 on a user error).
     """
-    from jaxdiff.checkpoint import export_params
-    from jaxdiff.torch_import import StateDictError, params_from_state_dict, read_state_dict
+    from jaxdiff.app.checkpoint import export_params
+    from jaxdiff.app.torch_import import StateDictError, params_from_state_dict, read_state_dict
 
     try:
         check_readable_file(args.state_dict, "--state-dict", "a PyTorch .pt state_dict file")

@@ -9,7 +9,7 @@ Architecture (:class:`LeNet`), inputs in the model scale ``float32 (B, 28, 28, 1
     flatten (576) -> dense 128 -> ReLU        <- the feature layer (128-d)
     dropout 0.3 (training only) -> dense 10   <- logits
 
-The trained parameters ship in ``jaxdiff/assets/classifier.msgpack`` (Flax msgpack) with a
+The trained parameters ship in ``jaxdiff/fidelity/assets/classifier.msgpack`` (Flax msgpack) with a
 JSON card ``classifier.json`` (sha256 of the msgpack, test accuracy, architecture, feature
 layer, training command). :func:`load_classifier` checks the checksum before use.
 
@@ -36,7 +36,7 @@ import numpy as np
 import optax
 
 from jaxdiff.ops import get_conv
-from jaxdiff.paths import atomic_write
+from jaxdiff.app.paths import atomic_write
 
 ASSET_DIR = Path(__file__).resolve().parent / "assets"
 DEFAULT_PARAMS = ASSET_DIR / "classifier.msgpack"

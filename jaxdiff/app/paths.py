@@ -147,7 +147,7 @@ def check_readable_dir(path: str | os.PathLike, flag: str, what: str) -> Path:
 
 
 def check_checkpoint(path: str | os.PathLike, flag: str = "--checkpoint") -> Path:
-    """Check that ``path`` holds something :func:`jaxdiff.runner.load_run` can read.
+    """Check that ``path`` holds something :func:`jaxdiff.app.runner.load_run` can read.
 
     That is a run workdir (with ``checkpoints/``), a ``checkpoints`` folder, or an exported
     parameters folder (``params.msgpack`` and ``config.json``).

@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 from flax import serialization
 
 from jaxdiff.config import Config
-from jaxdiff.paths import atomic_write
+from jaxdiff.app.paths import atomic_write
 
 
 class CheckpointError(RuntimeError):

@@ -5,7 +5,7 @@ Protocol (see ``docs/evaluation.md``), for ``N`` generated samples in the model 
 - samples are clipped to [-0.5, 0.5] first (as any display of them is; ``clip=False`` to
   evaluate raw values); the fraction of pixels that were outside is reported;
 - features and class probabilities come from the shipped classifier
-  (:mod:`jaxdiff.classifier`, 128-d penultimate layer);
+  (:mod:`jaxdiff.fidelity.classifier`, 128-d penultimate layer);
 - **FD**: the generated features' Gaussian vs the Gaussian of *all* training images
   (60,000), with a bootstrap interval over the generated set;
 - **KID**, **precision/recall**: against ``n_ref`` (default ``N``) training images drawn with
@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff import classifier as C
-from jaxdiff import metrics as M
+from jaxdiff.fidelity import classifier as C
+from jaxdiff.fidelity import metrics as M
 
 
 class SampleScores(NamedTuple):

@@ -23,14 +23,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff import checkpoint as ckpt
-from jaxdiff import plotting
+from jaxdiff.app import checkpoint as ckpt
+from jaxdiff.app import plotting
 from jaxdiff.config import Config
 from jaxdiff.data import FILES, load_mnist
 from jaxdiff.losses import LossFn, cold_loss, ddpm_loss
 from jaxdiff.models import build_model
-from jaxdiff.parallel import data_mesh, shardings
-from jaxdiff.paths import atomic_json, atomic_npy, atomic_write, check_readable_dir
+from jaxdiff.app.parallel import data_mesh, shardings
+from jaxdiff.app.paths import atomic_json, atomic_npy, atomic_write, check_readable_dir
 from jaxdiff.sampling import CLIP_RANGES, ddim_sample, ddpm_sample, dpmpp_sample
 from jaxdiff.schedules import Schedule, make_schedule
 from jaxdiff.train import (
@@ -348,7 +348,7 @@ def fit(
 ) -> tuple[TrainState, list[dict]]:
     """Train a run, writing config, metrics, figures and checkpoints into ``workdir``.
 
-    Training is data parallel over all devices (:mod:`jaxdiff.parallel`); one device is the
+    Training is data parallel over all devices (:mod:`jaxdiff.app.parallel`); one device is the
     same code path. Each epoch runs as jitted scans of ``chunk_steps`` steps (one dispatch
     each; the chunking only feeds the progress bar and does not change results). After each epoch: a
     checkpoint (atomic), a metrics line, the loss curve, and a grid of ``grid_n`` samples from
@@ -554,7 +554,7 @@ def load_run(
 
     Args:
         path: A run workdir (with ``checkpoints/``), its ``checkpoints`` folder, or a folder
-            written by :func:`jaxdiff.checkpoint.export_params`. A workdir without
+            written by :func:`jaxdiff.app.checkpoint.export_params`. A workdir without
             checkpoints (a committed run on a fresh clone) loads its ``final`` export.
         epoch: Checkpoint to load (latest when ``None``); ignored for exported params.
         weights: ``"ema"`` (the EMA parameters, the default) or ``"raw"`` (the optimizer's

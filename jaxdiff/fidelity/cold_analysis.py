@@ -41,7 +41,7 @@ def restoration_errors(
 
     Args:
         cfg: A cold run's config.
-        pieces: Its :class:`jaxdiff.runner.Pieces`.
+        pieces: Its :class:`jaxdiff.app.runner.Pieces`.
         params: Restorer parameters.
         x0: Clean images ``(B, 28, 28, 1)``, model scale.
         ts: Start times in ``1..T``.
@@ -53,7 +53,7 @@ def restoration_errors(
     """
     from jaxdiff.cold import restore
     from jaxdiff.degradations import noise_levels
-    from jaxdiff.runner import cold_noise_tables, default_sampler
+    from jaxdiff.app.runner import cold_noise_tables, default_sampler
 
     p = cfg.process
     alg = algorithm or int(default_sampler(cfg)[-1])
@@ -135,7 +135,7 @@ def start_variants(
     """Start-state samplers that separate where a cold model's diversity comes from.
 
     - ``fitted``: the run's own sampler, a mixture fitted to ``D(x0, T)`` of training
-      images (:func:`jaxdiff.runner.start_fn_for`);
+      images (:func:`jaxdiff.app.runner.start_fn_for`);
     - ``oracle``: ``D(x, T)`` of random held-out test digits plus the same noise (the best
       a start sampler could do);
     - ``single``: one fitted start state (drawn with ``key``) shared by every sample, plus
@@ -152,7 +152,7 @@ def start_variants(
         Name -> ``start(key, n)``.
     """
     from jaxdiff.data import normalize
-    from jaxdiff.runner import start_fn_for
+    from jaxdiff.app.runner import start_fn_for
 
     fitted = start_fn_for(cfg, pieces, images=train_images)
     noise_std = cfg.process.noise or 0.01
@@ -210,11 +210,11 @@ def analyze_cold_run(
     Raises:
         ValueError: For a DDPM run or ``n < 2``.
     """
-    from jaxdiff import plotting
+    from jaxdiff.app import plotting
     from jaxdiff.data import load_mnist, normalize
-    from jaxdiff.evaluation import evaluate_samples, prepare_reference
-    from jaxdiff.paths import atomic_json
-    from jaxdiff.runner import default_sampler, generate, load_run
+    from jaxdiff.fidelity.evaluation import evaluate_samples, prepare_reference
+    from jaxdiff.app.paths import atomic_json
+    from jaxdiff.app.runner import default_sampler, generate, load_run
 
     if n < 2:
         raise ValueError(f"n must be at least 2, got {n}.")

@@ -1,0 +1,1 @@
+"""The application layer: runs (fit, load, generate), checkpoints, CLI, plots, file safety."""

@@ -1,0 +1,1 @@
+"""Fidelity evaluation: the MNIST feature network, the metrics and sample evaluation."""

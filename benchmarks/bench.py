@@ -25,7 +25,7 @@ ratio reads ``ratio = jaxdiff / PyTorch`` (higher is better for jaxdiff), with t
 the per-round ratios.
 
 Fairness settings, both on by default: both processes get the same glibc allocator settings
-(``jaxdiff.ops.MALLOC_ENV``; jaxdiff applies them itself at import), and PyTorch runs with
+(``jaxdiff.app.allocator.MALLOC_ENV``; the jaxdiff side applies them itself), and PyTorch runs with
 ``OMP_WAIT_POLICY=PASSIVE``: on a shared machine its spinning OpenMP threads otherwise lose
 3-4x. ``--no-malloc-tuning`` and ``--torch-omp default`` turn them off.
 
@@ -61,12 +61,15 @@ def make_jax_cases(args, images_u8: np.ndarray) -> dict[str, Callable[[], float]
     import jax
     import jax.numpy as jnp
 
+    from jaxdiff.app.allocator import configure_cpu_allocator
     from jaxdiff.config import ModelConfig, TrainConfig
     from jaxdiff.losses import ddpm_loss
     from jaxdiff.models import build_model
     from jaxdiff.sampling import ddpm_sample
     from jaxdiff.schedules import linear
     from jaxdiff.train import init_train_state, make_optimizer, make_run_steps, make_train_step
+
+    configure_cpu_allocator()
 
     b = args.batch
     images = jnp.asarray(images_u8)
@@ -287,12 +290,12 @@ def main(argv=None) -> dict:
         os.environ["JAXDIFF_MALLOC_TUNING"] = "0"
     else:
         # The same allocator settings for both processes: jaxdiff applies them itself
-        # (jaxdiff.ops.configure_cpu_allocator); PyTorch reads them from the environment.
+        # (jaxdiff.app.allocator.configure_cpu_allocator); PyTorch reads them from the environment.
         try:
-            from jaxdiff.ops import MALLOC_ENV
+            from jaxdiff.app.allocator import MALLOC_ENV
         except ImportError:  # running from a checkout without installing jaxdiff
             sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-            from jaxdiff.ops import MALLOC_ENV
+            from jaxdiff.app.allocator import MALLOC_ENV
 
         os.environ.update(MALLOC_ENV)
     ctx = mp.get_context("spawn")

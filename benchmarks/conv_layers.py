@@ -86,4 +86,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    from jaxdiff.app.allocator import configure_cpu_allocator
+
+    configure_cpu_allocator()  # as the training entry points do
     main()

@@ -125,4 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    from jaxdiff.app.allocator import configure_cpu_allocator
+
+    configure_cpu_allocator()  # as the training entry points do
     main()

@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
 from jaxdiff.app.runner import build, init_params
+from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
 from jaxdiff.train import epoch_indices, init_train_state, make_run_steps, make_train_step
 
 
@@ -55,4 +55,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from jaxdiff.app.allocator import configure_cpu_allocator
+
+    configure_cpu_allocator()  # as the training entry points do
     main()

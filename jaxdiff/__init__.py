@@ -22,7 +22,11 @@ __version__ = "0.1.0"
 
 #: Names served lazily from the application layer, so that importing the core (schedules,
 #: degradations, sampling, losses, train, models, ops) loads no orbax, matplotlib or tqdm.
-_APP = {"fit": "jaxdiff.app.runner", "generate": "jaxdiff.app.runner", "load_run": "jaxdiff.app.runner"}
+_APP = {
+    "fit": "jaxdiff.app.runner",
+    "generate": "jaxdiff.app.runner",
+    "load_run": "jaxdiff.app.runner",
+}
 
 
 def __getattr__(name: str):

@@ -6,7 +6,8 @@ Inputs (a *results tree*, by default ``results/``):
 
 - ``study.json``: the study's roles (SPEC section 7); each role names its run folder and
   the ``experiments/sample.py`` flags of its headline evaluation.
-- each role's run folder: a training workdir written by :func:`jaxdiff.app.runner.fit` (``config.json``,
+- each role's run folder: a training workdir written by :func:`jaxdiff.app.runner.fit`
+  (``config.json``,
   ``metrics.jsonl``, ``samples/epoch_NNN.npy``, ``final/``, cold runs' figures), with its
   evaluations ``<run>/eval/<tag>/metrics.json`` (+ galleries) written by
   ``experiments/evaluate.py``. Tags read ``ep010_ancestral1000``, ``ep010_ddim100``,
@@ -682,8 +683,8 @@ def _param_count(config: dict) -> int | None:
     try:
         import jax
 
-        from jaxdiff.config import Config
         from jaxdiff.app.runner import build, init_params
+        from jaxdiff.config import Config
 
         pieces = build(Config.from_dict(config))
         shapes = jax.eval_shape(lambda: init_params(pieces, jax.random.PRNGKey(0)))

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from jaxdiff.app import checkpoint as ckpt
-from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
 from jaxdiff.app.runner import build, fit, init_params, load_run
+from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
 from jaxdiff.train import init_train_state
 
 CFG = Config(

@@ -1,4 +1,4 @@
-"""Tests for jaxdiff.fidelity.classifier: loop-friendly conv gradient, training pieces, shipped asset."""
+"""Tests for jaxdiff.fidelity.classifier: loop-friendly conv gradient, training, asset."""
 
 import json
 import os
@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdiff.fidelity import classifier as C
 from jaxdiff.data import load_mnist, normalize
+from jaxdiff.fidelity import classifier as C
 
 DATA_DIR = os.environ.get(
     "JAXDIFF_DATA_DIR", str(Path(__file__).parents[1] / "../shared/data/mnist")

@@ -326,8 +326,8 @@ def test_cold_loss_training_noise_has_its_closed_form():
 
 
 def test_run_noise_tables_follow_the_config():
-    from jaxdiff.config import Config, ProcessConfig
     from jaxdiff.app.runner import cold_noise_tables, default_sampler
+    from jaxdiff.config import Config, ProcessConfig
 
     lin = Config(
         process=ProcessConfig(

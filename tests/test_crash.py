@@ -12,8 +12,8 @@ import pytest
 
 from jaxdiff.app import checkpoint as ckpt
 from jaxdiff.app import runner
-from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
 from jaxdiff.app.runner import TrainingDiverged, fit, load_run
+from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = [

@@ -21,3 +21,16 @@ def test_importing_the_core_loads_no_checkpoint_plotting_or_progress_library():
 
 def test_the_application_names_still_load_on_first_use():
     assert "orbax" in _loaded_after("from jaxdiff import fit\nassert callable(fit)")
+
+
+def test_importing_the_core_and_fidelity_tunes_no_allocator():
+    # the glibc allocator tuning is an explicit call of the entry points, not an import effect
+    probe = (
+        "import ctypes\n"
+        "def refuse(*a, **k):\n"
+        "    raise AssertionError('a C library was loaded at import')\n"
+        "ctypes.CDLL = refuse\n"
+        + "".join(f"import jaxdiff.{m}\n" for m in CORE)
+        + "import jaxdiff.fidelity.evaluation\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True)

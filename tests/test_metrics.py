@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import scipy.linalg
 
+from jaxdiff.data import load_mnist, normalize
 from jaxdiff.fidelity import evaluation as E
 from jaxdiff.fidelity import metrics as M
-from jaxdiff.data import load_mnist, normalize
 
 DATA_DIR = os.environ.get(
     "JAXDIFF_DATA_DIR", str(Path(__file__).parents[1] / "../shared/data/mnist")
@@ -331,3 +331,16 @@ def test_blur_and_noise():
     assert n.std() == pytest.approx(0.3, rel=0.02)
     with pytest.raises(ValueError, match="sigma"):
         E.gaussian_blur(x, 0.0)
+
+
+def test_kid_above_its_size_limit_uses_equal_random_subsets_and_all_else_uses_every_sample(
+    small_eval, monkeypatch
+):
+    _, _, ref, sets, rows = small_eval
+    x = sets["real test"]
+    monkeypatch.setattr(M, "KID_MAX_N", 100)
+    m = E.evaluate_samples(x, None, None, jax.random.key(2), reference=ref, n_boot=50)
+    assert m["kid_n"] == 100 and m["n"] == len(x) == 300
+    assert m["fd"] == rows["real test"]["fd"]  # FD, precision and recall still use all samples
+    assert m["recall"] == rows["real test"]["recall"]
+    assert rows["real test"]["kid_n"] == 300

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from jaxdiff import ops
+from jaxdiff.app import allocator
 from jaxdiff.config import ModelConfig
 from jaxdiff.models import build_model
 
@@ -218,13 +219,13 @@ def test_cnn_fast_equals_xla_bf16_output():
 
 def test_allocator_tuning_opt_out(monkeypatch):
     monkeypatch.setenv("JAXDIFF_MALLOC_TUNING", "0")
-    assert ops.configure_cpu_allocator() is False
+    assert allocator.configure_cpu_allocator() is False
     monkeypatch.delenv("JAXDIFF_MALLOC_TUNING")
-    applied = ops.configure_cpu_allocator()
+    applied = allocator.configure_cpu_allocator()
     assert isinstance(applied, bool)
     if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
         assert applied
-    assert set(ops.MALLOC_ENV) == {
+    assert set(allocator.MALLOC_ENV) == {
         "MALLOC_MMAP_THRESHOLD_",
         "MALLOC_TRIM_THRESHOLD_",
         "MALLOC_ARENA_MAX",

@@ -95,8 +95,8 @@ def test_imported_anchor_weights_match_pytorch_forward(epoch):
     path = ANCHORS / f"starter_ep{epoch}.pt"
     if not path.exists():
         pytest.skip(f"{path} not available")
-    from jaxdiff.models import build_model
     from jaxdiff.app.torch_import import read_state_dict
+    from jaxdiff.models import build_model
 
     sd = read_state_dict(path)
     cfg, params = params_from_state_dict(sd)
@@ -168,8 +168,8 @@ def test_training_gradients_match_pytorch_on_anchor_weights():
     path = ANCHORS / "starter_ep24.pt"
     if not path.exists():
         pytest.skip(f"{path} not available")
-    from jaxdiff.models import build_model
     from jaxdiff.app.torch_import import read_state_dict
+    from jaxdiff.models import build_model
 
     sd = read_state_dict(path)
     cfg, params = params_from_state_dict(sd)

@@ -6,10 +6,10 @@ import numpy as np
 import optax
 import pytest
 
+from jaxdiff.app.runner import build, fit, init_params
 from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
 from jaxdiff.losses import cold_loss, ddpm_loss
 from jaxdiff.models import CNN
-from jaxdiff.app.runner import build, fit, init_params
 from jaxdiff.schedules import linear
 from jaxdiff.train import (
     epoch_indices,

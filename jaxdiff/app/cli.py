@@ -13,8 +13,6 @@ import sys
 from pathlib import Path
 
 from jaxdiff.app.checkpoint import CheckpointError
-from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
-from jaxdiff.data import DataError
 from jaxdiff.app.paths import (
     atomic_json,
     atomic_npy,
@@ -25,6 +23,8 @@ from jaxdiff.app.paths import (
     check_writable_file,
     load_samples,
 )
+from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
+from jaxdiff.data import DataError
 
 USER_ERRORS = (DataError, CheckpointError, ValueError)
 
@@ -462,8 +462,8 @@ def cold_figures_command(args: argparse.Namespace) -> int:
     Returns:
         Process exit status.
     """
-    from jaxdiff.data import load_mnist
     from jaxdiff.app.runner import cold_figures, load_run, start_fn_for
+    from jaxdiff.data import load_mnist
 
     try:
         check_paths(workdir=args.workdir, data_dir=args.data_dir)
@@ -522,7 +522,12 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
     from jaxdiff.app import plotting
     from jaxdiff.data import load_mnist, normalize
-    from jaxdiff.fidelity.evaluation import evaluate_samples, prepare_reference, rank_samples, score_samples
+    from jaxdiff.fidelity.evaluation import (
+        evaluate_samples,
+        prepare_reference,
+        rank_samples,
+        score_samples,
+    )
 
     if args.n <= 1:
         return fail(f"--n must be at least 2, got {args.n}")

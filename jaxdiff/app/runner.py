@@ -25,12 +25,13 @@ import numpy as np
 
 from jaxdiff.app import checkpoint as ckpt
 from jaxdiff.app import plotting
+from jaxdiff.app.allocator import configure_cpu_allocator
+from jaxdiff.app.parallel import data_mesh, shardings
+from jaxdiff.app.paths import atomic_json, atomic_npy, atomic_write, check_readable_dir
 from jaxdiff.config import Config
 from jaxdiff.data import FILES, load_mnist
 from jaxdiff.losses import LossFn, cold_loss, ddpm_loss
 from jaxdiff.models import build_model
-from jaxdiff.app.parallel import data_mesh, shardings
-from jaxdiff.app.paths import atomic_json, atomic_npy, atomic_write, check_readable_dir
 from jaxdiff.sampling import CLIP_RANGES, ddim_sample, ddpm_sample, dpmpp_sample
 from jaxdiff.schedules import Schedule, make_schedule
 from jaxdiff.train import (
@@ -174,6 +175,7 @@ def generate(
         ValueError: For a sampler that does not fit the run's process, or ``clip_x0`` with
             a sampler other than DDIM.
     """
+    configure_cpu_allocator()
     if clip_x0 and sampler not in ("ddim", "dpmpp"):
         raise ValueError(
             f"clipping x0 (--clip-x0) applies to the ddim and dpmpp samplers, not {sampler!r}."
@@ -386,6 +388,7 @@ def fit(
         CheckpointError: On an existing run without ``resume``, or a config mismatch.
         TrainingDiverged: If the loss becomes NaN or infinite.
     """
+    configure_cpu_allocator()
     from tqdm.auto import tqdm
 
     workdir = Path(workdir)

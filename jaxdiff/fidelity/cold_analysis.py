@@ -51,9 +51,9 @@ def restoration_errors(
     Returns:
         One dict per ``t``: ``t``, ``mse_input``, ``mse_one_shot``, ``mse_restored``.
     """
+    from jaxdiff.app.runner import cold_noise_tables, default_sampler
     from jaxdiff.cold import restore
     from jaxdiff.degradations import noise_levels
-    from jaxdiff.app.runner import cold_noise_tables, default_sampler
 
     p = cfg.process
     alg = algorithm or int(default_sampler(cfg)[-1])
@@ -151,8 +151,8 @@ def start_variants(
     Returns:
         Name -> ``start(key, n)``.
     """
-    from jaxdiff.data import normalize
     from jaxdiff.app.runner import start_fn_for
+    from jaxdiff.data import normalize
 
     fitted = start_fn_for(cfg, pieces, images=train_images)
     noise_std = cfg.process.noise or 0.01
@@ -211,10 +211,10 @@ def analyze_cold_run(
         ValueError: For a DDPM run or ``n < 2``.
     """
     from jaxdiff.app import plotting
-    from jaxdiff.data import load_mnist, normalize
-    from jaxdiff.fidelity.evaluation import evaluate_samples, prepare_reference
     from jaxdiff.app.paths import atomic_json
     from jaxdiff.app.runner import default_sampler, generate, load_run
+    from jaxdiff.data import load_mnist, normalize
+    from jaxdiff.fidelity.evaluation import evaluate_samples, prepare_reference
 
     if n < 2:
         raise ValueError(f"n must be at least 2, got {n}.")

@@ -178,14 +178,30 @@ def score_samples(samples: Any, reference: Reference, clip: bool = True) -> Samp
     return SampleScores(x, feats, probs, dist, idx, out)
 
 
+def _kid_subsets(fx: np.ndarray, fy: np.ndarray, key: jax.Array) -> tuple[np.ndarray, ...]:
+    """Random subsets of at most :data:`jaxdiff.fidelity.metrics.KID_MAX_N` features per side.
+
+    KID holds ``n x n`` kernel matrices, so above that size (N = 10,000 evaluations) it is
+    estimated on a random subset of each side; every other metric uses all samples.
+    """
+    out = []
+    for i, f in enumerate((fx, fy)):
+        if len(f) > M.KID_MAX_N:
+            idx = jax.random.permutation(jax.random.fold_in(key, i), len(f))[: M.KID_MAX_N]
+            f = f[np.sort(np.asarray(idx))]
+        out.append(f)
+    return tuple(out)
+
+
 def _metrics(
     s: SampleScores, ref: Reference, key: jax.Array, n_boot: int, k: int = 3, level: float = 0.95
 ) -> dict:
     k_fd, k_kid, k_kidb = jax.random.split(key, 3)
     fd = M.frechet_distance(*M.feature_stats(s.features), ref.mu, ref.sigma)
     fd_lo, fd_hi, _ = M.fd_bootstrap(s.features, ref.mu, ref.sigma, k_fd, n_boot, level)
-    kid, kid_sd = M.kid(s.features, ref.ref_features, k_kid)
-    kid_lo, kid_hi, _ = M.kid_bootstrap(s.features, ref.ref_features, k_kidb, n_boot, level)
+    fx, fy = _kid_subsets(s.features, ref.ref_features, jax.random.fold_in(k_kid, 1))
+    kid, kid_sd = M.kid(fx, fy, k_kid)
+    kid_lo, kid_hi, _ = M.kid_bootstrap(fx, fy, k_kidb, n_boot, level)
     precision, recall = M.precision_recall(ref.ref_features, s.features, k=k)
     hist = M.class_histogram(s.probs)
     kl, tv = M.class_divergence(hist)
@@ -196,6 +212,7 @@ def _metrics(
         "kid": kid,
         "kid_subset_std": kid_sd,
         "kid_ci": [kid_lo, kid_hi],
+        "kid_n": len(fx),
         "precision": precision,
         "recall": recall,
         "class_hist": [float(h) for h in hist],

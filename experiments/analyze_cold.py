@@ -1,7 +1,7 @@
 """Analyse a trained cold-diffusion run: restoration error against t, start-state samplers.
 
 Writes ``restoration.json``, ``restoration_error.png``, ``start_states.json`` and one grid per
-start-state sampler into ``--out`` (see :func:`jaxdiff.fidelity.cold_analysis.analyze_cold_run`).
+start-state sampler into ``--out`` (see :func:`jaxdiff.app.cold_analysis.analyze_cold_run`).
 
 Example:
     python experiments/analyze_cold.py --checkpoint results/q2_melt --out results/q2_melt/analysis
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         check_paths(data_dir=args.data_dir, checkpoint=args.checkpoint, out_dir=args.out)
-        from jaxdiff.fidelity.cold_analysis import analyze_cold_run
+        from jaxdiff.app.cold_analysis import analyze_cold_run
 
         res = analyze_cold_run(
             args.checkpoint, args.out, args.n, args.seed, args.data_dir, args.n_restore

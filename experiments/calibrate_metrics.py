@@ -18,10 +18,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxdiff.fidelity import evaluation as E
 from jaxdiff.app.cli import USER_ERRORS, check_paths, fail
 from jaxdiff.data import load_mnist, normalize
-from jaxdiff.app.paths import atomic_write, check_readable_dir
+from jaxdiff.fidelity import evaluation as E
+from jaxdiff.paths import atomic_write, check_readable_dir
 
 
 def main(argv: list[str] | None = None) -> None:

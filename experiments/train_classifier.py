@@ -16,9 +16,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from jaxdiff.fidelity import classifier as C
 from jaxdiff.app.cli import USER_ERRORS, check_paths, fail
 from jaxdiff.data import load_mnist, normalize
+from jaxdiff.fidelity import classifier as C
 
 
 def main(argv: list[str] | None = None) -> None:

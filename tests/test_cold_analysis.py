@@ -1,4 +1,4 @@
-"""Tests for jaxdiff.fidelity.cold_analysis: oracle restoration errors, pair distances."""
+"""Tests for jaxdiff.app.cold_analysis: oracle restoration errors, pair distances."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxdiff.app.cold_analysis import analyze_cold_run, pairwise_distances, restoration_errors
 from jaxdiff.app.runner import Pieces
 from jaxdiff.config import Config, ProcessConfig
 from jaxdiff.degradations import get_degradation
-from jaxdiff.fidelity.cold_analysis import analyze_cold_run, pairwise_distances, restoration_errors
 
 
 def _x0() -> jax.Array:

@@ -34,3 +34,32 @@ def test_importing_the_core_and_fidelity_tunes_no_allocator():
         + "import jaxdiff.fidelity.evaluation\n"
     )
     subprocess.run([sys.executable, "-c", probe], check=True)
+
+
+def _jaxdiff_imports(path) -> set[str]:
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("jaxdiff"):
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names if a.name.startswith("jaxdiff")}
+    return names
+
+
+def test_each_layer_imports_only_from_the_layers_below_it():
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parents[1] / "jaxdiff"
+    above = {"core": ("jaxdiff.fidelity", "jaxdiff.app"), "fidelity": ("jaxdiff.app",)}
+    layers = {
+        "core": [*pkg.glob("*.py"), *pkg.glob("models/*.py")],
+        "fidelity": pkg.glob("fidelity/*.py"),
+    }
+    for layer, files in layers.items():
+        for f in files:
+            if f.name == "__init__.py" and f.parent == pkg:
+                continue  # the package serves fit/generate/load_run lazily, on first use
+            bad = sorted(n for n in _jaxdiff_imports(f) if n.startswith(above[layer]))
+            assert not bad, f"{f.relative_to(pkg.parent)} ({layer}) imports {bad}"

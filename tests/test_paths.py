@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxdiff import paths
 from jaxdiff.app import checkpoint as ckpt
-from jaxdiff.app import paths
 
 ROOT = Path(__file__).resolve().parents[1]
 UNWRITABLE = Path("/proc/jaxdiff-nope")  # refuses new files even for root

@@ -20,8 +20,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 
-from jaxdiff.app.paths import atomic_write
 from jaxdiff.config import Config
+from jaxdiff.paths import atomic_write
 
 
 class CheckpointError(RuntimeError):

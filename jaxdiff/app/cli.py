@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 from jaxdiff.app.checkpoint import CheckpointError
-from jaxdiff.app.paths import (
+from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
+from jaxdiff.data import DataError
+from jaxdiff.paths import (
     atomic_json,
     atomic_npy,
     check_checkpoint,
@@ -23,8 +25,6 @@ from jaxdiff.app.paths import (
     check_writable_file,
     load_samples,
 )
-from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
-from jaxdiff.data import DataError
 
 USER_ERRORS = (DataError, CheckpointError, ValueError)
 
@@ -281,7 +281,7 @@ def check_paths(
     out_dir: Path | None = None,
     out_file: Path | None = None,
 ) -> None:
-    """Check a driver's paths before any work (see :mod:`jaxdiff.app.paths`).
+    """Check a driver's paths before any work (see :mod:`jaxdiff.paths`).
 
     Args:
         workdir: ``--workdir``: must be creatable and writable.
@@ -291,7 +291,7 @@ def check_paths(
         out_file: ``--out`` naming a file: its folder creatable and writable.
 
     Raises:
-        jaxdiff.app.paths.PathError: One line naming the flag, the path, the problem and the fix.
+        jaxdiff.paths.PathError: One line naming the flag, the path, the problem and the fix.
     """
     if workdir is not None:
         check_writable_dir(workdir, "--workdir")

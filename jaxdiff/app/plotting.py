@@ -12,8 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxdiff.app.paths import atomic_path  # noqa: E402
 from jaxdiff.data import to_uint8  # noqa: E402
+from jaxdiff.paths import atomic_path  # noqa: E402
 
 
 def _save(fig, path: str | os.PathLike) -> None:

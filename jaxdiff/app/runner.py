@@ -27,11 +27,11 @@ from jaxdiff.app import checkpoint as ckpt
 from jaxdiff.app import plotting
 from jaxdiff.app.allocator import configure_cpu_allocator
 from jaxdiff.app.parallel import data_mesh, shardings
-from jaxdiff.app.paths import atomic_json, atomic_npy, atomic_write, check_readable_dir
 from jaxdiff.config import Config
 from jaxdiff.data import FILES, load_mnist
 from jaxdiff.losses import LossFn, cold_loss, ddpm_loss
 from jaxdiff.models import build_model
+from jaxdiff.paths import atomic_json, atomic_npy, atomic_write, check_readable_dir
 from jaxdiff.sampling import CLIP_RANGES, ddim_sample, ddpm_sample, dpmpp_sample
 from jaxdiff.schedules import Schedule, make_schedule
 from jaxdiff.train import (

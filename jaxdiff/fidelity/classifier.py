@@ -35,8 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdiff.app.paths import atomic_write
 from jaxdiff.ops import get_conv
+from jaxdiff.paths import atomic_write
 
 ASSET_DIR = Path(__file__).resolve().parent / "assets"
 DEFAULT_PARAMS = ASSET_DIR / "classifier.msgpack"

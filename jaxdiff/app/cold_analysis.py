@@ -211,10 +211,10 @@ def analyze_cold_run(
         ValueError: For a DDPM run or ``n < 2``.
     """
     from jaxdiff.app import plotting
-    from jaxdiff.app.paths import atomic_json
     from jaxdiff.app.runner import default_sampler, generate, load_run
     from jaxdiff.data import load_mnist, normalize
     from jaxdiff.fidelity.evaluation import evaluate_samples, prepare_reference
+    from jaxdiff.paths import atomic_json
 
     if n < 2:
         raise ValueError(f"n must be at least 2, got {n}.")

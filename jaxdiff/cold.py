@@ -395,7 +395,7 @@ def _degrade_batch(degrade: Degradation, x: jax.Array, t: int, keys: jax.Array |
 # Start states for generation.
 
 
-def _as_images(images: Any) -> np.ndarray:
+def _as_float_images(images: Any) -> np.ndarray:
     arr = np.asarray(images)
     if arr.dtype == np.uint8:
         if arr.ndim == 3:
@@ -453,8 +453,8 @@ def _fit_gmm(
 def fit_start_distribution(
     degrade: Degradation,
     images: Any,
+    key: jax.Array,
     T: int | None = None,  # noqa: N803
-    key: jax.Array | None = None,
     n_components: int = 10,
     n_pca: int = 32,
     max_images: int = 10000,
@@ -489,8 +489,7 @@ def fit_start_distribution(
     t_max = degrade.T if T is None else T
     if t_max != degrade.T:
         raise ValueError(f"T={T} does not match the degradation's T={degrade.T}.")
-    key = jax.random.PRNGKey(0) if key is None else key
-    x = _as_images(images)
+    x = _as_float_images(images)
     if n_components < 1 or n_pca < 1 or max_images < 1:
         raise ValueError("n_components, n_pca and max_images must be positive.")
     k_sub, k_fit, k_noise = jax.random.split(key, 3)
@@ -545,7 +544,7 @@ def end_state_is_fixed(
     Returns:
         ``True`` if every image's end state is unchanged by a second ``D(., T)``.
     """
-    x = jnp.asarray(_as_images(images))
+    x = jnp.asarray(_as_float_images(images))
     k1, k2 = jax.random.split(key)
     end = _degrade_batch(degrade, x, degrade.T, _example_keys(degrade, k1, x.shape[0]))
     again = _degrade_batch(degrade, end, degrade.T, _example_keys(degrade, k2, x.shape[0]))

@@ -285,7 +285,7 @@ def _load_evals(folder: Path, notes: list[str]) -> dict[str, EvalRecord]:
     return evals
 
 
-def load_run(path: Path, spec: KnownRun | None, notes: list[str]) -> RunRecord:
+def read_run_record(path: Path, spec: KnownRun | None, notes: list[str]) -> RunRecord:
     """Load one run workdir (missing pieces become notes and empty fields).
 
     Args:
@@ -430,7 +430,7 @@ def load_study(results_dir: str | Path) -> Study:
         if not path.is_dir():
             notes.append(f"role {spec.name} ({spec.display}): its run {path} is missing.")
             continue
-        runs[spec.name] = load_run(path, dataclasses.replace(spec, sampler=sampler), notes)
+        runs[spec.name] = read_run_record(path, dataclasses.replace(spec, sampler=sampler), notes)
     anchors = _load_evals(results_dir / "anchors" / "eval", notes)
     extra = {t: anchors.pop(t) for t in list(anchors) if t not in KNOWN_ANCHORS}
     for tag, (disp, _) in KNOWN_ANCHORS.items():

@@ -25,7 +25,7 @@ def test_roundtrip_and_keep_last(tmp_path):
         ckpt.save(tmp_path, e, s, {"epoch": e}, keep=2)
     assert ckpt.latest_epoch(tmp_path) == 4
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.isdigit()) == ["3", "4"]
-    restored, meta = ckpt.restore(tmp_path, _state(CFG, 2))
+    restored, meta = ckpt.restore_checkpoint(tmp_path, _state(CFG, 2))
     assert meta["epoch"] == 4
     for a, b in zip(jax.tree.leaves(s), jax.tree.leaves(restored), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -43,9 +43,9 @@ def test_other_architecture_is_a_clear_error(tmp_path):
     ckpt.save(tmp_path, 1, _state(CFG), {"epoch": 1})
     other = Config(model=ModelConfig(hidden=(8,), kernel_size=3), process=CFG.process)
     with pytest.raises(ckpt.CheckpointError, match="another architecture"):
-        ckpt.restore(tmp_path, _state(other))
+        ckpt.restore_checkpoint(tmp_path, _state(other))
     with pytest.raises(ckpt.CheckpointError, match="no complete checkpoint"):
-        ckpt.restore(tmp_path / "empty", _state(CFG))
+        ckpt.restore_checkpoint(tmp_path / "empty", _state(CFG))
 
 
 def test_export_and_load_run(tmp_path):

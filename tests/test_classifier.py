@@ -48,7 +48,7 @@ def test_shift_moves_pixels_and_keeps_shape():
 def test_train_epoch_deterministic_and_learns():
     x, y = load_mnist("train", DATA_DIR)
     x, y = jnp.asarray(x[:1024]), jnp.asarray(y[:1024])
-    tx = C.make_optimizer(5e-3, 64)
+    tx = C.make_classifier_optimizer(5e-3, 64)
     epoch = C.make_train_epoch(tx, batch_size=64)
     s0 = C.init_state(jax.random.key(0), tx)
     s1, m1 = epoch(s0, x, y, jax.random.key(1))
@@ -66,7 +66,7 @@ def test_train_epoch_deterministic_and_learns():
 
 def test_optimizer_rejects_bad_args():
     with pytest.raises(ValueError, match="positive"):
-        C.make_optimizer(0.0, 10)
+        C.make_classifier_optimizer(0.0, 10)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_checksum_mismatch_and_missing_file(tmp_path):
 
 
 def test_save_load_roundtrip(tmp_path):
-    tx = C.make_optimizer(1e-3, 10)
+    tx = C.make_classifier_optimizer(1e-3, 10)
     params = C.init_state(jax.random.key(3), tx).params
     card = C.save_classifier(params, {"test_accuracy": 0.5}, tmp_path / "c.msgpack")
     assert json.loads((tmp_path / "c.json").read_text()) == card

@@ -166,7 +166,7 @@ def test_errors(x0):
     with pytest.raises(ValueError, match="t_start must be in 1..8"):
         cold.restore(oracle, x0, d, x0, 0)
     with pytest.raises(ValueError, match="images must be"):
-        cold.fit_start_distribution(d, np.zeros((5, 28, 28), np.int64))
+        cold.fit_start_distribution(d, np.zeros((5, 28, 28), np.int64), jax.random.key(0))
 
 
 def test_gmm_em_recovers_a_known_mixture():

@@ -92,7 +92,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     images = np.random.default_rng(0).integers(0, 256, (64, 28, 28)).astype(np.uint8)
     kw = dict(images=images, grid_n=0, progress=False)
     fit(cfg, tmp_path, **kw)
-    good, _ = ckpt.restore(
+    good, _ = ckpt.restore_checkpoint(
         tmp_path / "checkpoints",
         runner.init_train_state(
             runner.init_params(runner.build(cfg), jax.random.PRNGKey(0)), runner.build(cfg).tx
@@ -116,7 +116,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         fit(two, tmp_path, resume=True, **kw)
     assert ckpt.latest_epoch(tmp_path / "checkpoints") == 1
     monkeypatch.setattr(runner, "build", real_build)
-    after, _ = ckpt.restore(tmp_path / "checkpoints", good)
+    after, _ = ckpt.restore_checkpoint(tmp_path / "checkpoints", good)
     for a, b in zip(jax.tree.leaves(good), jax.tree.leaves(after), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

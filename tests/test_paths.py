@@ -192,6 +192,6 @@ def test_full_disk_during_checkpoint_keeps_the_last_good_one(tmp_path, monkeypat
     assert "No space left" in msg and "(epoch 1) is kept" in msg and "--resume" in msg
     monkeypatch.undo()
     assert ckpt.latest_epoch(ckdir) == 1
-    restored, meta = ckpt.restore(ckdir, jax.tree.map(jnp.zeros_like, state))
+    restored, meta = ckpt.restore_checkpoint(ckdir, jax.tree.map(jnp.zeros_like, state))
     np.testing.assert_array_equal(restored["w"], state["w"])
     assert meta["epoch"] == 1

@@ -96,7 +96,7 @@ def read_meta(directory: str | os.PathLike, epoch: int | None = None) -> dict:
     return dict(out["meta"])
 
 
-def restore(
+def restore_checkpoint(
     directory: str | os.PathLike, target: Any, epoch: int | None = None
 ) -> tuple[Any, dict]:
     """Restore a train state into the structure of ``target``.

@@ -386,7 +386,7 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
         cfg,
         pieces,
         params,
-        jax.random.PRNGKey(args.seed),
+        jax.random.key(args.seed),
         args.n,
         sampler,
         steps=args.steps,
@@ -546,11 +546,11 @@ def evaluate_command(args: argparse.Namespace) -> int:
             x, info = draw_samples(args, images=train, batch=args.batch)
         t1 = time.perf_counter()
         ref = prepare_reference(
-            normalize(train), normalize(test), jax.random.PRNGKey(args.eval_seed), n=args.n
+            normalize(train), normalize(test), jax.random.key(args.eval_seed), n=args.n
         )
         scores = score_samples(x, ref)
         result = evaluate_samples(
-            x, None, None, jax.random.PRNGKey(args.eval_seed + 1), reference=ref, scores=scores
+            x, None, None, jax.random.key(args.eval_seed + 1), reference=ref, scores=scores
         )
         ranks = rank_samples(scores)
     except USER_ERRORS as err:

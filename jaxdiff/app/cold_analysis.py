@@ -247,12 +247,12 @@ def analyze_cold_run(
         title=f"restoring {n_restore} test digits from t",
         logy=True,
     )
-    ref = prepare_reference(normalize(train), normalize(test), jax.random.PRNGKey(0), n=n)
+    ref = prepare_reference(normalize(train), normalize(test), jax.random.key(0), n=n)
     real = normalize(test[:n])
     keep = ("fd", "fd_ci", "recall", "precision", "class_hist", "nn_dist_ratio")
 
     def row(x: Any) -> dict:
-        m = evaluate_samples(x, None, None, jax.random.PRNGKey(1), reference=ref)
+        m = evaluate_samples(x, None, None, jax.random.key(1), reference=ref)
         r = {k: m[k] for k in keep if k in m}
         r["pairwise"] = pairwise_distances(x, jax.random.fold_in(key, 2))
         return r

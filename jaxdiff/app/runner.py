@@ -5,7 +5,7 @@ modules (:mod:`jaxdiff.train`, :mod:`jaxdiff.losses`, :mod:`jaxdiff.sampling`); 
 the side effects: reading data, writing ``config.json``, ``metrics.jsonl``, figures and
 checkpoints, the progress bar, and resuming.
 
-Keys: every key of a run derives from ``PRNGKey(seed)`` by ``fold_in`` with a fixed purpose
+Keys: every key of a run derives from ``jax.random.key(seed)`` by ``fold_in`` with a fixed purpose
 number (:func:`run_keys`), then with the epoch (shuffling) or the step (training noise).
 """
 
@@ -59,7 +59,7 @@ class RunKeys(NamedTuple):
 
 
 def run_keys(seed: int) -> RunKeys:
-    """Derive a run's purpose keys: ``fold_in(PRNGKey(seed), i)`` for i = 0..3.
+    """Derive a run's purpose keys: ``fold_in(key(seed), i)`` for i = 0..3.
 
     Args:
         seed: The run's seed.
@@ -67,7 +67,7 @@ def run_keys(seed: int) -> RunKeys:
     Returns:
         :class:`RunKeys` (init, perm, step, sample).
     """
-    base = jax.random.PRNGKey(seed)
+    base = jax.random.key(seed)
     return RunKeys(*(jax.random.fold_in(base, i) for i in range(4)))
 
 
@@ -442,7 +442,7 @@ def fit(
     state = init_train_state(init_params(pieces, keys.init), pieces.tx)
     start_epoch, records = 0, []
     if resume and has_ckpt:
-        state, meta = ckpt.restore(ckdir, state)
+        state, meta = ckpt.restore_checkpoint(ckdir, state)
         start_epoch = int(meta["epoch"])
         records = _read_metrics(workdir / "metrics.jsonl", start_epoch)
     elif warm_start is not None:
@@ -583,7 +583,7 @@ def load_run(
         meta = ckpt.read_json(path / "config.json")
         cfg = Config.from_dict(meta["config"])
         pieces = build(cfg)
-        params, meta = ckpt.load_exported(path, init_params(pieces, jax.random.PRNGKey(0)))
+        params, meta = ckpt.load_exported(path, init_params(pieces, jax.random.key(0)))
         return cfg, pieces, params, meta
     ckdir = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     if ckpt.latest_epoch(ckdir) is None:
@@ -594,8 +594,8 @@ def load_run(
     meta = ckpt.read_meta(ckdir, epoch)
     cfg = Config.from_dict(meta["config"])
     pieces = build(cfg)
-    target = init_train_state(init_params(pieces, jax.random.PRNGKey(0)), pieces.tx)
-    state, meta = ckpt.restore(ckdir, target, epoch)
+    target = init_train_state(init_params(pieces, jax.random.key(0)), pieces.tx)
+    state, meta = ckpt.restore_checkpoint(ckdir, target, epoch)
     return cfg, pieces, state.ema_params if weights == "ema" else state.params, meta
 
 
@@ -670,7 +670,7 @@ def start_fn_for(
         images = images[: cfg.train.limit]
     x0 = jnp.asarray(normalize(images[:10000]))
     key = jax.random.fold_in(run_keys(cfg.train.seed).sample, 1)
-    dist = fit_start_distribution(pieces.degrade, x0, cfg.process.T, key)
+    dist = fit_start_distribution(pieces.degrade, x0, key, cfg.process.T)
     if noise_std is None:
         noise_std = cfg.process.noise or 0.01
     # re-degrading a mixture draw projects it onto the end states only if they are fixed points

@@ -151,7 +151,7 @@ class Classifier(NamedTuple):
     card: dict
 
 
-def make_optimizer(lr: float, total_steps: int) -> optax.GradientTransformation:
+def make_classifier_optimizer(lr: float, total_steps: int) -> optax.GradientTransformation:
     """Adam with a cosine decay of the learning rate to 1% over ``total_steps``.
 
     Args:
@@ -171,7 +171,7 @@ def init_state(key: jax.Array, tx: optax.GradientTransformation) -> ClassifierSt
 
     Args:
         key: PRNG key.
-        tx: The optimiser from :func:`make_optimizer`.
+        tx: The optimiser from :func:`make_classifier_optimizer`.
 
     Returns:
         A fresh :class:`ClassifierState` at step 0.

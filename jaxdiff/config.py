@@ -42,11 +42,14 @@ class ProcessConfig:
     """The forward process and its loss.
 
     Attributes:
-        kind: ``"ddpm"`` (Gaussian noise, epsilon prediction) or ``"cold"`` (restoration).
+        kind: ``"ddpm"`` (Gaussian noise) or ``"cold"`` (restoration).
         T: Number of diffusion / degradation steps.
         schedule: DDPM beta schedule, ``"linear"`` or ``"cosine"``.
         beta1: First beta of the linear schedule.
         beta2: Last beta of the linear schedule.
+        prediction: DDPM: the network's target, ``"eps"`` (the starter) or ``"v"``.
+        weighting: DDPM: loss weighting over ``t``, ``"none"`` (the starter) or
+            ``"min_snr"`` (Min-SNR-5, :func:`jaxdiff.losses.ddpm_loss`).
         degradation: Cold: registered degradation name.
         loss: Cold: ``"l1"`` or ``"l2"``.
         noise: Cold: training noise, the standard deviation of Gaussian noise added to
@@ -63,6 +66,8 @@ class ProcessConfig:
     schedule: str = "linear"
     beta1: float = 1e-4
     beta2: float = 0.02
+    prediction: str = "eps"
+    weighting: str = "none"
     degradation: str = ""
     loss: str = "l1"
     noise: float = 0.0

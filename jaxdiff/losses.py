@@ -12,26 +12,57 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxdiff.schedules import Schedule, q_sample
+from jaxdiff.schedules import Schedule, q_sample, snr, v_target
 
 ApplyFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 LossFn = Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 
 
-def ddpm_loss(apply_fn: ApplyFn, sched: Schedule) -> LossFn:
-    """The starter's epsilon-prediction loss (Prince, Alg. 18.1).
+#: The loss weightings of :func:`ddpm_loss`.
+WEIGHTINGS = ("none", "min_snr")
+#: The network targets of :func:`ddpm_loss`.
+PREDICTIONS = ("eps", "v")
+
+
+def ddpm_loss(
+    apply_fn: ApplyFn,
+    sched: Schedule,
+    prediction: str = "eps",
+    weighting: str = "none",
+    snr_gamma: float = 5.0,
+) -> LossFn:
+    """The starter's epsilon-prediction loss (Prince, Alg. 18.1), and two variants.
 
     ``t ~ U{1, ..., T-1}`` (PyTorch ``randint(1, T)``), ``eps ~ N(0, I)``,
     ``z_t = sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) eps`` and
     ``loss = mean((eps - net(z_t, t / T))**2)``.
 
+    With ``prediction="v"`` the network predicts ``v`` (:func:`jaxdiff.schedules.v_target`)
+    instead of ``eps``. With ``weighting="min_snr"`` each example's squared error is
+    weighted by Min-SNR-gamma (Hang et al. 2023): ``min(SNR_t, gamma) / SNR_t`` for
+    epsilon-prediction and ``min(SNR_t, gamma) / (SNR_t + 1)`` for v-prediction, i.e. the
+    x0-error weight ``min(SNR_t, gamma)`` in both, which stops the nearly clean steps from
+    dominating the gradient.
+
     Args:
-        apply_fn: ``apply_fn(params, x, t_frac) -> eps_hat``.
+        apply_fn: ``apply_fn(params, x, t_frac) -> prediction``.
         sched: The noise schedule (``T = sched.T``).
+        prediction: ``"eps"`` (the starter) or ``"v"``.
+        weighting: ``"none"`` (the starter) or ``"min_snr"``.
+        snr_gamma: The Min-SNR clamp ``gamma``.
 
     Returns:
         ``loss_fn(params, x0 (B, H, W, C), key) -> (loss, {"loss": loss})``.
+
+    Raises:
+        ValueError: For an unknown prediction or weighting, or ``snr_gamma <= 0``.
     """
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction {prediction!r}; use one of {PREDICTIONS}.")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {weighting!r}; use one of {WEIGHTINGS}.")
+    if not snr_gamma > 0:
+        raise ValueError(f"snr_gamma must be positive, got {snr_gamma}.")
     T = sched.T  # noqa: N806
 
     def loss_fn(params, x0, key):
@@ -40,7 +71,16 @@ def ddpm_loss(apply_fn: ApplyFn, sched: Schedule) -> LossFn:
         eps = jax.random.normal(ke, x0.shape, jnp.float32)
         zt = jax.vmap(q_sample, (None, 0, 0, 0))(sched, x0, t, eps)
         pred = apply_fn(params, zt, t.astype(jnp.float32) / T)
-        loss = jnp.mean(jnp.square(eps - pred))
+        target = (
+            eps if prediction == "eps" else jax.vmap(v_target, (None, 0, 0, 0))(sched, x0, t, eps)
+        )
+        if weighting == "none":
+            loss = jnp.mean(jnp.square(target - pred))
+        else:
+            s = snr(sched, t)
+            w = jnp.minimum(s, snr_gamma) / (s if prediction == "eps" else s + 1.0)
+            per_example = jnp.mean(jnp.square(target - pred), axis=(1, 2, 3))
+            loss = jnp.mean(w * per_example)
         return loss, {"loss": loss}
 
     return loss_fn

@@ -120,3 +120,56 @@ def q_sample(sched: Schedule, x0: jax.Array, t: jax.Array, eps: jax.Array) -> ja
     """
     ab = sched.alpha_bar[t]
     return jnp.sqrt(ab) * x0 + jnp.sqrt(1.0 - ab) * eps
+
+
+def snr(sched: Schedule, t: jax.Array) -> jax.Array:
+    """Signal-to-noise ratio ``alpha_bar_t / (1 - alpha_bar_t)`` of ``z_t``.
+
+    Args:
+        sched: The schedule.
+        t: Integer times in ``1..T`` (any shape).
+
+    Returns:
+        The SNR at each ``t``.
+    """
+    ab = sched.alpha_bar[t]
+    return ab / (1.0 - ab)
+
+
+def v_target(sched: Schedule, x0: jax.Array, t: jax.Array, eps: jax.Array) -> jax.Array:
+    """The v-prediction target ``v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x0``.
+
+    Salimans & Ho (2022): ``v`` is the velocity of ``z_t`` along the circle
+    ``(sqrt(alpha_bar), sqrt(1 - alpha_bar))``; predicting it keeps the target's scale near
+    one at every noise level, where epsilon-prediction's implied ``x0`` blows up at low SNR.
+
+    Args:
+        sched: The schedule.
+        x0: Clean image ``(H, W, C)``.
+        t: Integer time, a scalar in ``1..T``.
+        eps: The noise that made ``z_t`` from ``x0`` (:func:`q_sample`).
+
+    Returns:
+        ``v`` for one example. Batch with ``jax.vmap(v_target, (None, 0, 0, 0))``.
+    """
+    ab = sched.alpha_bar[t]
+    return jnp.sqrt(ab) * eps - jnp.sqrt(1.0 - ab) * x0
+
+
+def eps_from_v(sched: Schedule, z: jax.Array, t: jax.Array, v: jax.Array) -> jax.Array:
+    """Turn a v-prediction into the epsilon-prediction the samplers use.
+
+    With ``z = a x0 + s eps`` and ``v = a eps - s x0`` (``a**2 + s**2 = 1``),
+    ``eps = s z + a v``.
+
+    Args:
+        sched: The schedule.
+        z: Noisy images ``(B, H, W, C)``.
+        t: Integer times ``(B,)``.
+        v: The network's v-predictions, shaped like ``z``.
+
+    Returns:
+        The implied epsilon-predictions.
+    """
+    ab = sched.alpha_bar[t][:, None, None, None]
+    return jnp.sqrt(1.0 - ab) * z + jnp.sqrt(ab) * v

@@ -48,3 +48,19 @@ def test_q_sample_mean_and_variance():
     ab = float(s.alpha_bar[t])
     assert float(z.mean()) == pytest.approx(np.sqrt(ab) * 0.3, abs=2e-3)
     assert float(z.var()) == pytest.approx(1 - ab, rel=1e-2)
+
+
+def test_v_target_and_eps_from_v_invert_each_other_and_snr_closed_form():
+    from jaxdiff.schedules import eps_from_v, snr, v_target
+
+    s = linear(1e-4, 0.02, 1000)
+    k1, k2 = jax.random.split(jax.random.key(0))
+    x0 = jax.random.uniform(k1, (3, 4, 4, 1)) - 0.5
+    eps = jax.random.normal(k2, x0.shape)
+    t = jnp.array([1, 500, 999])
+    z = jax.vmap(q_sample, (None, 0, 0, 0))(s, x0, t, eps)
+    v = jax.vmap(v_target, (None, 0, 0, 0))(s, x0, t, eps)
+    ab = np.asarray(s.alpha_bar)[np.asarray(t)][:, None, None, None]
+    np.testing.assert_allclose(v, np.sqrt(ab) * eps - np.sqrt(1 - ab) * x0, rtol=1e-6)
+    np.testing.assert_allclose(eps_from_v(s, z, t, v), eps, atol=1e-5)
+    np.testing.assert_allclose(snr(s, t), ab[:, 0, 0, 0] / (1 - ab[:, 0, 0, 0]), rtol=1e-6)

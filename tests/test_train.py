@@ -10,7 +10,7 @@ from jaxdiff.app.runner import build, fit, init_params
 from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
 from jaxdiff.losses import cold_loss, ddpm_loss
 from jaxdiff.models import CNN
-from jaxdiff.schedules import linear
+from jaxdiff.schedules import linear, q_sample
 from jaxdiff.train import (
     epoch_indices,
     init_train_state,
@@ -264,3 +264,54 @@ def test_clip_x0_needs_ddim_or_dpmpp_and_a_known_range():
     }
     assert all(np.all(np.isfinite(v)) for v in x.values())
     assert np.abs(x["data"]).max() <= np.abs(x[False]).max()
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_min_snr_loss_weights_each_example_by_its_closed_form(prediction):
+    from jaxdiff.schedules import v_target
+
+    sched = linear(T=50)
+    x0 = jax.random.uniform(jax.random.key(1), (6, 4, 4, 1)) - 0.5
+
+    def constant_net(params, z, t_frac):  # predicts `params` everywhere
+        return jnp.full_like(z, params)
+
+    key = jax.random.key(2)
+    got, _ = ddpm_loss(constant_net, sched, prediction, "min_snr", snr_gamma=5.0)(0.1, x0, key)
+    # the same draws as the loss makes, then the Min-SNR-5 weights by hand
+    kt, ke = jax.random.split(key)
+    t = np.asarray(jax.random.randint(kt, (6,), 1, 50))
+    eps = jax.random.normal(ke, x0.shape, jnp.float32)
+    target = eps if prediction == "eps" else jax.vmap(v_target, (None, 0, 0, 0))(sched, x0, t, eps)
+    ab = np.asarray(sched.alpha_bar)[t]
+    s = ab / (1 - ab)
+    w = np.minimum(s, 5.0) / (s if prediction == "eps" else s + 1)
+    per = np.mean((np.asarray(target) - 0.1) ** 2, axis=(1, 2, 3))
+    np.testing.assert_allclose(got, np.mean(w * per), rtol=1e-5)
+    # unweighted v-loss is the plain MSE to v; the starter's loss is unchanged by the options
+    plain, _ = ddpm_loss(constant_net, sched, prediction)(0.1, x0, key)
+    np.testing.assert_allclose(plain, np.mean((np.asarray(target) - 0.1) ** 2), rtol=1e-5)
+
+
+def test_ddpm_loss_rejects_unknown_options_clearly():
+    sched = linear(T=10)
+    with pytest.raises(ValueError, match="unknown prediction 'x0'"):
+        ddpm_loss(lambda p, z, t: z, sched, prediction="x0")
+    with pytest.raises(ValueError, match="unknown weighting 'p2'"):
+        ddpm_loss(lambda p, z, t: z, sched, weighting="p2")
+
+
+def test_v_prediction_model_gives_samplers_the_true_eps():
+    from jaxdiff.sampling import eps_model
+    from jaxdiff.schedules import v_target
+
+    sched = linear(T=100)
+    x0 = jax.random.uniform(jax.random.key(0), (2, 4, 4, 1)) - 0.5
+    eps = jax.random.normal(jax.random.key(1), x0.shape)
+    t = jnp.array([3, 77])
+    z = jax.vmap(q_sample, (None, 0, 0, 0))(sched, x0, t, eps)
+    v = jax.vmap(v_target, (None, 0, 0, 0))(sched, x0, t, eps)
+    oracle = lambda params, zz, t_frac: v  # noqa: E731 - the exact v of these two examples
+    eps_fn = eps_model(oracle, sched, "v")
+    np.testing.assert_allclose(eps_fn(None, z, t / 100.0), eps, atol=1e-5)
+    assert eps_model(oracle, sched, "eps") is oracle

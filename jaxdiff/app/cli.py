@@ -131,6 +131,18 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
         q.add_argument("--schedule", choices=("linear", "cosine"), default="linear")
         q.add_argument("--beta1", type=float, default=1e-4)
         q.add_argument("--beta2", type=float, default=0.02)
+        q.add_argument(
+            "--prediction",
+            choices=("eps", "v"),
+            default="eps",
+            help="the network's target: eps (the starter) or v (Salimans & Ho 2022)",
+        )
+        q.add_argument(
+            "--weighting",
+            choices=("none", "min_snr"),
+            default="none",
+            help="loss weighting over t: none (the starter) or min_snr (Min-SNR-5)",
+        )
     else:
         from jaxdiff.degradations import DEFAULT_DEGRADATION
 
@@ -231,7 +243,13 @@ def config_from_args(
         if not 0.0 < args.beta1 < args.beta2 < 1.0:
             parser.error(f"need 0 < --beta1 < --beta2 < 1, got {args.beta1}, {args.beta2}")
         process = ProcessConfig(
-            kind="ddpm", T=args.T, schedule=args.schedule, beta1=args.beta1, beta2=args.beta2
+            kind="ddpm",
+            T=args.T,
+            schedule=args.schedule,
+            beta1=args.beta1,
+            beta2=args.beta2,
+            prediction=args.prediction,
+            weighting=args.weighting,
         )
     else:
         from jaxdiff.degradations import DEGRADATIONS, default_T

@@ -32,7 +32,7 @@ from jaxdiff.data import FILES, load_mnist
 from jaxdiff.losses import LossFn, cold_loss, ddpm_loss
 from jaxdiff.models import build_model
 from jaxdiff.paths import atomic_json, atomic_npy, atomic_write, check_readable_dir
-from jaxdiff.sampling import CLIP_RANGES, ddim_sample, ddpm_sample, dpmpp_sample
+from jaxdiff.sampling import CLIP_RANGES, ddim_sample, ddpm_sample, dpmpp_sample, eps_model
 from jaxdiff.schedules import Schedule, make_schedule
 from jaxdiff.train import (
     TrainState,
@@ -77,7 +77,8 @@ class Pieces:
 
     Attributes:
         model: The Linen module.
-        apply_fn: ``model.apply``.
+        apply_fn: What the samplers call: ``model.apply`` itself, or for a v-prediction DDPM
+            its epsilon form (:func:`jaxdiff.sampling.eps_model`).
         loss_fn: ``loss_fn(params, x0, key) -> (loss, metrics)``.
         tx: The optimizer.
         sched: The noise schedule (DDPM runs), else ``None``.
@@ -116,7 +117,8 @@ def build(cfg: Config, steps_per_epoch: int | None = None) -> Pieces:
     p = cfg.process
     if p.kind == "ddpm":
         sched = make_schedule(p.schedule, p.T, p.beta1, p.beta2)
-        return Pieces(model, apply_fn, ddpm_loss(apply_fn, sched), tx, sched=sched)
+        loss_fn = ddpm_loss(apply_fn, sched, p.prediction, p.weighting)
+        return Pieces(model, eps_model(apply_fn, sched, p.prediction), loss_fn, tx, sched=sched)
     if p.kind == "cold":
         from jaxdiff.degradations import get_degradation, noise_levels
 

@@ -56,7 +56,7 @@ class ProcessConfig:
             each degraded input (0: Bansal et al.'s deterministic setting); with the
             ``"linear"`` schedule, its value at ``t = T``.
         noise_schedule: Cold: ``"constant"`` or ``"linear"`` in ``t``
-            (:func:`jaxdiff.degradations.noise_levels`).
+            (:func:`jaxdiff.cold.noise_levels`).
         sample_noise: Cold: the reverse process's default step noise, on the same schedule
             (0: deterministic).
     """

@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff.schedules import make_schedule
+from jaxdiff.schedules import make_schedule, q_sample
 
 BACKGROUND = -0.5
 """Model-scale value of an empty (black) MNIST pixel; ink is ``x - BACKGROUND`` in [0, 1]."""
@@ -200,12 +200,9 @@ def gaussian_noise(
     """
     T = _check_T(T, DEFAULT_T["noise"], "noise")  # noqa: N806
     sched = make_schedule(schedule, T, beta1, beta2)
-    sqrt_ab = jnp.sqrt(sched.alpha_bar)
-    sqrt_1mab = jnp.sqrt(1.0 - sched.alpha_bar)
 
     def fn(x0: jax.Array, t: jax.Array, key: jax.Array) -> jax.Array:
-        eps = jax.random.normal(key, x0.shape, jnp.float32)
-        return sqrt_ab[t] * x0 + sqrt_1mab[t] * eps
+        return q_sample(sched, x0, t, jax.random.normal(key, x0.shape, jnp.float32))
 
     return Degradation(
         "noise",
@@ -214,7 +211,8 @@ def gaussian_noise(
         linear=False,
         stochastic=True,
         options=_options(schedule=schedule, beta1=float(beta1), beta2=float(beta2)),
-        end_state=f"nearly pure white noise (signal sqrt(abar_T) = {float(sqrt_ab[T]):.4f})",
+        end_state="nearly pure white noise (signal sqrt(abar_T) = "
+        f"{float(jnp.sqrt(sched.alpha_bar[T])):.4f})",
     )
 
 
@@ -254,7 +252,7 @@ def blur(
 
     End state (``sigma = 20``): a soft grey blob, the image mean plus the lowest cosine modes
     at <= 8% amplitude. Nearly every digit ends in a similar blob, which is why generation
-    needs the start-state mixture of :mod:`jaxdiff.cold`.
+    needs the start-state mixture of :mod:`jaxdiff.app.start_states`.
 
     Args:
         T: Number of steps (default 50).
@@ -510,7 +508,7 @@ def sediment(T: int | None = None) -> Degradation:  # noqa: N803
     pile, a 0 two piles with a dip, a 7 a wide low pile with a bump under the stem), unlike
     blur or fade whose end states collapse to nearly one image. The skylines of training
     digits form a ~28-dimensional, varied distribution, so drawing start states from a
-    mixture fitted to them (:func:`jaxdiff.cold.fit_start_distribution`, re-settled with
+    mixture fitted to them (:func:`jaxdiff.app.start_states.fit_start_distribution`, re-settled with
     ``D(., T)``) gives genuinely different start states, from which the restorer "lifts" the
     ink back up into different digits.
 
@@ -584,71 +582,26 @@ def melt(T: int | None = None, sigma_max: float = 4.0, sigma_min: float = 0.3) -
     def fn(x0: jax.Array, t: jax.Array) -> jax.Array:
         return bleed(settle(x0, t), t)
 
-    return Degradation(
-        "melt",
-        T,
-        fn,
-        linear=False,
-        options=_options(sigma_min=float(sigma_min), sigma_max=float(sigma_max)),
-        end_state=f"a soft dune along the bottom: the settled skyline blurred by {sigma_max:g} px",
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Noise along a cold path (the stochastic variant).
-
-NOISE_SCHEDULES = ("constant", "linear")
-
-
-def noise_levels(T: int, noise: float, schedule: str = "constant") -> np.ndarray:  # noqa: N803
-    """Standard deviations ``sigma(t)``, ``t = 0..T``, of the noise added to ``D(x0, t)``.
-
-    The stochastic variant of a cold process trains on ``x_t = D(x0, t) + sigma(t) eps``
-    and samples with fresh noise along the way (:func:`jaxdiff.cold.cold_sample`).
-
-    Args:
-        T: Number of steps.
-        noise: ``sigma`` for ``"constant"`` (IHDM's training noise, e.g. 0.01), the final
-            ``sigma(T)`` for ``"linear"``.
-        schedule: ``"constant"`` (``sigma(t) = noise`` for ``t >= 1``) or ``"linear"``
-            (``sigma(t) = noise * t / T``: the noise grows as the degradation destroys more).
-
-    Returns:
-        ``float32`` array of length ``T + 1`` with ``sigma(0) = 0``.
-
-    Raises:
-        ValueError: For a negative ``noise`` or an unknown schedule.
-    """
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0, got {noise}.")
-    if schedule not in NOISE_SCHEDULES:
-        raise ValueError(f"unknown noise schedule {schedule!r}; choose from {NOISE_SCHEDULES}.")
-    t = np.arange(T + 1, dtype=np.float64)
-    sig = np.full(T + 1, float(noise)) if schedule == "constant" else noise * t / T
-    sig[0] = 0.0
-    return sig.astype(np.float32)
+    opts = _options(sigma_min=float(sigma_min), sigma_max=float(sigma_max))
+    end = f"a soft dune along the bottom: the settled skyline blurred by {sigma_max:g} px"
+    return Degradation("melt", T, fn, linear=False, options=opts, end_state=end)
 
 
 # --------------------------------------------------------------------------------------------
 # Registry.
 
-DEFAULT_T: dict[str, int] = {
-    "noise": 1000,
-    "blur": 50,
-    "fade": 50,
-    "pixelate": 50,
-    "sediment": 50,
-    "melt": 50,
+#: Each registered degradation's factory and default number of steps.
+_REGISTRY: dict[str, tuple[Callable[..., Degradation], int]] = {
+    "noise": (gaussian_noise, 1000),
+    "blur": (blur, 50),
+    "fade": (fade, 50),
+    "pixelate": (pixelate, 50),
+    "sediment": (sediment, 50),
+    "melt": (melt, 50),
 }
-
-DEGRADATIONS: dict[str, Callable[..., Degradation]] = {
-    "noise": gaussian_noise,
-    "blur": blur,
-    "fade": fade,
-    "pixelate": pixelate,
-    "sediment": sediment,
-    "melt": melt,
-}
+DEFAULT_T: dict[str, int] = {name: t for name, (_, t) in _REGISTRY.items()}
+"""Default number of steps per registered degradation."""
+DEGRADATIONS: dict[str, Callable[..., Degradation]] = {n: f for n, (f, _) in _REGISTRY.items()}
 """Registered degradation factories: ``name -> factory(T=None, **options)``."""
 
 DEFAULT_DEGRADATION = "melt"
@@ -682,8 +635,7 @@ def get_degradation(name: str, T: int | None = None, **options: Any) -> Degradat
     """Build a registered degradation by name.
 
     Args:
-        name: One of :data:`DEGRADATIONS` (``noise``, ``blur``, ``fade``, ``pixelate``,
-            ``sediment``).
+        name: One of :data:`DEGRADATIONS` (the table of this module's docstring).
         T: Number of steps; ``None`` for the degradation's default (:func:`default_T`).
         **options: Factory options (see each factory).
 

@@ -110,7 +110,7 @@ def cold_loss(
         stochastic: Whether ``degrade`` takes a per-example key.
         noise_std: Standard deviation of Gaussian noise added to the degraded input: a
             number, or a table ``sigma(t)`` of length ``T + 1``
-            (:func:`jaxdiff.degradations.noise_levels`).
+            (:func:`jaxdiff.cold.noise_levels`).
 
     Returns:
         ``loss_fn(params, x0, key) -> (loss, {"loss": loss})``.

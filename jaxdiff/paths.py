@@ -112,14 +112,7 @@ def check_readable_file(path: str | os.PathLike, flag: str, what: str) -> Path:
     Raises:
         PathError: If it is missing, a folder or unreadable.
     """
-    path = Path(path)
-    if not path.exists():
-        raise PathError(f"{flag} {path} does not exist; give {what}.")
-    if path.is_dir():
-        raise PathError(f"{flag} {path} is a folder; give {what}.")
-    if not os.access(path, os.R_OK):
-        raise PathError(f"{flag} {path} is not readable; check its permissions.")
-    return path
+    return _check_readable(Path(path), flag, want_dir=False, give=what)
 
 
 def check_readable_dir(path: str | os.PathLike, flag: str, what: str) -> Path:
@@ -136,12 +129,16 @@ def check_readable_dir(path: str | os.PathLike, flag: str, what: str) -> Path:
     Raises:
         PathError: If it is missing, a file or unreadable.
     """
-    path = Path(path)
+    return _check_readable(Path(path), flag, want_dir=True, give=f"a folder with {what}")
+
+
+def _check_readable(path: Path, flag: str, want_dir: bool, give: str) -> Path:
+    """The checks of :func:`check_readable_file` and :func:`check_readable_dir`."""
     if not path.exists():
-        raise PathError(f"{flag} {path} does not exist; give a folder with {what}.")
-    if not path.is_dir():
-        raise PathError(f"{flag} {path} is a file; give a folder with {what}.")
-    if not os.access(path, os.R_OK | os.X_OK):
+        raise PathError(f"{flag} {path} does not exist; give {give}.")
+    if path.is_dir() != want_dir:
+        raise PathError(f"{flag} {path} is a {'file' if want_dir else 'folder'}; give {give}.")
+    if not os.access(path, os.R_OK | (os.X_OK if want_dir else 0)):
         raise PathError(f"{flag} {path} is not readable; check its permissions.")
     return path
 

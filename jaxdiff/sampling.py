@@ -54,9 +54,13 @@ def eps_model(apply_fn: ApplyFn, sched: Schedule, prediction: str = "eps") -> Ap
     return eps_fn
 
 
-def _keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _start(key: jax.Array, shape: tuple[int, ...], keep: Sequence[int] = ()):
+    """``z_T``, the step-noise key, and the buffer of kept states (the module's key rule)."""
     k_init, k_steps = jax.random.split(key)
-    return k_init, k_steps
+    z = jax.random.normal(k_init, shape, jnp.float32)
+    keep_arr = jnp.asarray(keep, jnp.int32)
+    buf = jnp.zeros((len(keep), *shape), jnp.float32) if keep else None
+    return z, k_steps, keep_arr, buf
 
 
 def _record(buf, keep_arr, t, z):
@@ -97,10 +101,7 @@ def ddpm_sample(
     if variance not in ("beta", "beta_tilde"):
         raise ValueError(f"unknown variance {variance!r}; use 'beta' or 'beta_tilde'.")
     T = sched.T  # noqa: N806
-    k_init, k_steps = _keys(key)
-    z = jax.random.normal(k_init, shape, jnp.float32)
-    keep_arr = jnp.asarray(keep, jnp.int32)
-    buf = jnp.zeros((len(keep), *shape), jnp.float32) if keep else None
+    z, k_steps, keep_arr, buf = _start(key, shape, keep)
 
     def body(carry, t):
         z, buf = carry
@@ -187,10 +188,7 @@ def ddim_sample(
     """
     T = sched.T  # noqa: N806
     ts = ddim_timesteps(T, steps)
-    k_init, k_steps = _keys(key)
-    z = jax.random.normal(k_init, shape, jnp.float32)
-    keep_arr = jnp.asarray(keep, jnp.int32)
-    buf = jnp.zeros((len(keep), *shape), jnp.float32) if keep else None
+    z, k_steps, keep_arr, buf = _start(key, shape, keep)
 
     def body(carry, ts_pair):
         z, buf = carry
@@ -277,11 +275,11 @@ def dpmpp_sample(
     ``split(key)[0]`` as in the other samplers (same starting noise as DDIM for one key).
 
     Args:
-        apply_fn: ``apply_fn(params, z, t_frac) -> eps_hat``.
-        params: Network parameters.
-        sched: Noise schedule.
-        key: PRNG key.
-        shape: Output shape ``(B, H, W, C)``.
+        apply_fn: As in :func:`ddim_sample`.
+        params: As in :func:`ddim_sample`.
+        sched: As in :func:`ddim_sample`.
+        key: As in :func:`ddim_sample`.
+        shape: As in :func:`ddim_sample`.
         steps: Number of network evaluations.
         spacing: Time grid, see :func:`dpmpp_timesteps`.
         clip: Clip each predicted clean image to ``(lo, hi)`` (e.g. the data range
@@ -312,8 +310,7 @@ def dpmpp_sample(
 def _dpmpp_scan(apply_fn, params, sched, key, *, shape, ts, clip, lower_order_final):
     T = sched.T  # noqa: N806
     n = len(ts) - 1
-    k_init, _ = _keys(key)
-    z = jax.random.normal(k_init, shape, jnp.float32)
+    z = _start(key, shape)[0]
 
     def coeffs(t):
         ab = jnp.minimum(sched.alpha_bar[t], _AB_MAX)  # a finite log-SNR at t = 0

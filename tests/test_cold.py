@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from jaxdiff import cold
+from jaxdiff.app import start_states
 from jaxdiff.data import load_mnist, normalize
 from jaxdiff.degradations import get_degradation
 
@@ -166,14 +167,14 @@ def test_errors(x0):
     with pytest.raises(ValueError, match="t_start must be in 1..8"):
         cold.restore(oracle, x0, d, x0, 0)
     with pytest.raises(ValueError, match="images must be"):
-        cold.fit_start_distribution(d, np.zeros((5, 28, 28), np.int64), jax.random.key(0))
+        start_states.fit_start_distribution(d, np.zeros((5, 28, 28), np.int64), jax.random.key(0))
 
 
 def test_gmm_em_recovers_a_known_mixture():
     rng = np.random.default_rng(0)
     a = rng.normal([-3.0, 0.0], [0.5, 1.0], (300, 2))
     b = rng.normal([4.0, 2.0], [1.0, 0.3], (700, 2))
-    w, mu, var = cold._fit_gmm(np.concatenate([a, b]), 2, rng, 200, 1e-6)
+    w, mu, var = start_states._fit_gmm(np.concatenate([a, b]), 2, rng, 200, 1e-6)
     order = np.argsort(mu[:, 0])
     np.testing.assert_allclose(w[order], [0.3, 0.7], atol=0.02)
     np.testing.assert_allclose(mu[order], [[-3, 0], [4, 2]], atol=0.15)
@@ -183,8 +184,8 @@ def test_gmm_em_recovers_a_known_mixture():
 def test_start_distribution_sediment(mnist):
     d = get_degradation("sediment")
     key = jax.random.PRNGKey(0)
-    dist = cold.fit_start_distribution(d, mnist, key=key, n_components=4, n_pca=12)
-    again = cold.fit_start_distribution(d, mnist, key=key, n_components=4, n_pca=12)
+    dist = start_states.fit_start_distribution(d, mnist, key=key, n_components=4, n_pca=12)
+    again = start_states.fit_start_distribution(d, mnist, key=key, n_components=4, n_pca=12)
     for u, v in zip(dist, again, strict=True):
         assert np.array_equal(np.asarray(u), np.asarray(v))
     assert dist.basis.shape == (12, 28, 28, 1) and dist.means.shape == (4, 12)
@@ -192,33 +193,33 @@ def test_start_distribution_sediment(mnist):
     basis = np.asarray(dist.basis).reshape(12, -1)
     np.testing.assert_allclose(basis @ basis.T, np.eye(12), atol=1e-4)
     # The mean start state is the mean skyline of the degraded images.
-    ends = np.asarray(cold._degrade_batch(d, jnp.asarray(normalize(mnist)), d.T, None))
+    ends = np.asarray(cold.degrade_batch(d, jnp.asarray(normalize(mnist)), d.T, None))
     np.testing.assert_allclose(np.asarray(dist.mean), ends.mean(0), atol=1e-5)
 
     k = jax.random.PRNGKey(1)
-    s = cold.sample_start(dist, k, 16, noise_std=0.0)
+    s = start_states.sample_start(dist, k, 16, noise_std=0.0)
     assert s.shape == (16, 28, 28, 1)
-    assert np.array_equal(np.asarray(s), np.asarray(cold.sample_start(dist, k, 16, 0.0)))
+    assert np.array_equal(np.asarray(s), np.asarray(start_states.sample_start(dist, k, 16, 0.0)))
     assert not np.allclose(
-        np.asarray(s), np.asarray(cold.sample_start(dist, jax.random.PRNGKey(2), 16, 0.0))
+        np.asarray(s), np.asarray(start_states.sample_start(dist, jax.random.PRNGKey(2), 16, 0.0))
     )
     # Without noise a draw lies in mean + span(basis).
     flat = np.asarray(s).reshape(16, -1) - np.asarray(dist.mean).reshape(-1)
     resid = flat - (flat @ basis.T) @ basis
     assert np.abs(resid).max() < 1e-4
     # Re-settled draws are legitimate end states: solid piles, and distinct from each other.
-    p = np.asarray(cold.start_sampler(dist, noise_std=0.0, degrade=d)(k, 16))[..., 0] + 0.5
+    p = np.asarray(start_states.start_sampler(dist, noise_std=0.0, degrade=d)(k, 16))[..., 0] + 0.5
     assert np.diff(p, axis=1).min() > -1e-4
     assert np.ptp(p.sum((1, 2))) > 1.0
-    noisy = cold.sample_start(dist, k, 16, noise_std=0.05, degrade=d)
+    noisy = start_states.sample_start(dist, k, 16, noise_std=0.05, degrade=d)
     np.testing.assert_allclose((np.asarray(noisy) - (p[..., None] - 0.5)).std(), 0.05, rtol=0.1)
 
 
 def test_start_distribution_handles_collapsed_end_states(mnist):
     d = get_degradation("fade", T)
     key = jax.random.PRNGKey(0)
-    dist = cold.fit_start_distribution(d, mnist, key=key, n_components=4, n_pca=12)
-    s = cold.sample_start(dist, jax.random.PRNGKey(1), 16, noise_std=0.0)
+    dist = start_states.fit_start_distribution(d, mnist, key=key, n_components=4, n_pca=12)
+    s = start_states.sample_start(dist, jax.random.PRNGKey(1), 16, noise_std=0.0)
     assert bool(jnp.all(jnp.isfinite(s)))
     # Fade ends in (nearly) black for every digit: the fitted start states are nearly black.
     assert float(jnp.abs(s + 0.5).max()) < 0.1
@@ -259,7 +260,7 @@ def test_stochastic_reverse_adds_step_noise_but_not_at_the_end():
 def test_alg2_with_a_growing_noise_level_shrinks_the_residual():
     """sigma(t) = 0.08 t / T, constant restorer c, x_T = D(c, T) + sigma(T) z: deterministic
     Alg. 2 scales the residual by sigma(s) / sigma(t) each step, so it vanishes at t = 0."""
-    from jaxdiff.degradations import noise_levels
+    from jaxdiff.cold import noise_levels
 
     d = get_degradation("blur", T)
     sig = noise_levels(T, 0.08, "linear")
@@ -278,7 +279,7 @@ def test_alg2_with_a_growing_noise_level_shrinks_the_residual():
 
 def test_deterministic_alg2_restores_from_the_noisy_state_it_was_trained_on():
     """Restoring with residual_sigmas and no step noise starts at D(x0, t) + sigma(t) z."""
-    from jaxdiff.degradations import noise_levels
+    from jaxdiff.cold import noise_levels
 
     d = get_degradation("blur", T)
     sig = noise_levels(T, 0.3, "linear")
@@ -348,7 +349,7 @@ def test_run_noise_tables_follow_the_config():
 
 
 def test_start_states_are_re_degraded_only_when_the_end_state_is_a_fixed_point(mnist):
-    from jaxdiff.cold import end_state_is_fixed
+    from jaxdiff.app.start_states import end_state_is_fixed
 
     key = jax.random.key(0)
     # sediment's skylines and pixelate's block means are fixed points of D(., T) ...

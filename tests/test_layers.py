@@ -5,7 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 
-CORE = ("schedules", "degradations", "sampling", "losses", "train", "cold", "models", "ops")
+CORE = (
+    "schedules",
+    "degradations",
+    "sampling",
+    "losses",
+    "train",
+    "cold",
+    "models",
+    "ops",
+    "fused",
+)
 APP_LIBS = ("orbax", "matplotlib", "tqdm")
 
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdiff import ops
+from jaxdiff import fused, ops
 from jaxdiff.app import allocator
 from jaxdiff.config import ModelConfig
 from jaxdiff.models import build_model
@@ -262,7 +262,7 @@ def test_layer_norm_gelu_equals_reference(axes, pshape, dtype, tol):
 
         return jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True)(x, scale, bias)
 
-    (_, y), grads = jax.jit(lambda: run(ops.layer_norm_gelu))()
+    (_, y), grads = jax.jit(lambda: run(fused.layer_norm_gelu))()
     (_, y_ref), grads_ref = jax.jit(lambda: run(_ln_gelu_reference))()
     assert _rel_err(y, y_ref) < tol
     for g, g_ref in zip(grads, grads_ref, strict=True):
@@ -273,17 +273,17 @@ def test_layer_norm_gelu_equals_reference(axes, pshape, dtype, tol):
 def test_layer_norm_gelu_rejects_bad_params():
     x = jnp.zeros((2, 4, 4, 3))
     with pytest.raises(ValueError, match="broadcast"):
-        ops.layer_norm_gelu(x, jnp.ones((5, 4, 1)), jnp.zeros((4, 4, 1)))
+        fused.layer_norm_gelu(x, jnp.ones((5, 4, 1)), jnp.zeros((4, 4, 1)))
     with pytest.raises(ValueError, match="axes"):
-        ops.layer_norm_gelu(x, jnp.ones((4, 4, 1)), jnp.zeros((4, 4, 1)), axes=(1, 1))
+        fused.layer_norm_gelu(x, jnp.ones((4, 4, 1)), jnp.zeros((4, 4, 1)), axes=(1, 1))
 
 
 def test_gelu_erf_equals_jax_gelu():
     x = jnp.linspace(-8.0, 8.0, 2001)
     np.testing.assert_allclose(
-        ops.gelu_erf(x), jax.nn.gelu(x, approximate=False), rtol=1e-6, atol=1e-6
+        fused.gelu_erf(x), jax.nn.gelu(x, approximate=False), rtol=1e-6, atol=1e-6
     )
-    g = jax.vmap(jax.grad(ops.gelu_erf))(x)
+    g = jax.vmap(jax.grad(fused.gelu_erf))(x)
     g_ref = jax.vmap(jax.grad(lambda v: jax.nn.gelu(v, approximate=False)))(x)
     np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-6)
 

@@ -54,31 +54,27 @@ def _positive(kind):
     return parse
 
 
-#: ``ddpm.py``'s defaults: the course's starter recipe.
-STARTER_DEFAULTS = dict(
-    lr=2e-4,
-    epochs=100,
-    batch_size=128,
-    ema=0.0,
-    grad_clip=0.0,
-    lr_schedule="constant",
-    warmup_steps=0,
-    model="cnn",
-    precision="fp32",
-)
-#: ``cold.py``'s defaults: the recipe measured to generate digits with the melt degradation
-#: (UNet restorer, L2, training noise growing linearly to 0.3; ``results/RUNS.md``).
-COLD_DEFAULTS = dict(
-    lr=1e-3,
-    epochs=10,
-    batch_size=64,
-    ema=0.999,
-    grad_clip=1.0,
-    lr_schedule="cosine",
-    warmup_steps=500,
-    model="unet",
-    precision="bf16",
-)
+#: Each training flag's default for ``ddpm.py`` (the course's starter recipe) and for
+#: ``cold.py`` (the recipe measured to generate digits with the melt degradation: UNet
+#: restorer, L2, training noise growing linearly to 0.3; ``results/RUNS.md``).
+_DEFAULTS = {  # flag: (ddpm.py, cold.py)
+    "lr": (2e-4, 1e-3),
+    "epochs": (100, 10),
+    "batch_size": (128, 64),
+    "ema": (0.0, 0.999),
+    "grad_clip": (0.0, 1.0),
+    "lr_schedule": ("constant", "cosine"),
+    "warmup_steps": (0, 500),
+    "model": ("cnn", "unet"),
+    "precision": ("fp32", "bf16"),
+}
+STARTER_DEFAULTS = {flag: both[0] for flag, both in _DEFAULTS.items()}
+COLD_DEFAULTS = {flag: both[1] for flag, both in _DEFAULTS.items()}
+
+
+def _choice(group, flag: str, choices: tuple[str, ...], help: str) -> None:  # noqa: A002
+    """Add a flag taking one of ``choices``, the first being the default."""
+    group.add_argument(flag, choices=choices, default=choices[0], help=help)
 
 
 def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
@@ -131,18 +127,8 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
         q.add_argument("--schedule", choices=("linear", "cosine"), default="linear")
         q.add_argument("--beta1", type=float, default=1e-4)
         q.add_argument("--beta2", type=float, default=0.02)
-        q.add_argument(
-            "--prediction",
-            choices=("eps", "v"),
-            default="eps",
-            help="the network's target: eps (the starter) or v (Salimans & Ho 2022)",
-        )
-        q.add_argument(
-            "--weighting",
-            choices=("none", "min_snr"),
-            default="none",
-            help="loss weighting over t: none (the starter) or min_snr (Min-SNR-5)",
-        )
+        _choice(q, "--prediction", ("eps", "v"), "the network's target: eps (the starter) or v")
+        _choice(q, "--weighting", ("none", "min_snr"), "loss weighting over t (min_snr: Min-SNR-5)")
     else:
         from jaxdiff.degradations import DEFAULT_DEGRADATION
 
@@ -157,11 +143,11 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
             help="training noise: std of Gaussian noise added to each degraded input\n"
             "(0: Bansal et al.'s deterministic setting)",
         )
-        q.add_argument(
+        _choice(
+            q,
             "--noise-schedule",
-            choices=("constant", "linear"),
-            default="linear",
-            help="training noise constant in t (IHDM), or growing linearly to --noise at t = T",
+            ("linear", "constant"),
+            "training noise growing linearly to --noise at t = T, or constant in t (IHDM)",
         )
         q.add_argument(
             "--sample-noise",
@@ -242,15 +228,8 @@ def config_from_args(
     if kind == "ddpm":
         if not 0.0 < args.beta1 < args.beta2 < 1.0:
             parser.error(f"need 0 < --beta1 < --beta2 < 1, got {args.beta1}, {args.beta2}")
-        process = ProcessConfig(
-            kind="ddpm",
-            T=args.T,
-            schedule=args.schedule,
-            beta1=args.beta1,
-            beta2=args.beta2,
-            prediction=args.prediction,
-            weighting=args.weighting,
-        )
+        flags = ("T", "schedule", "beta1", "beta2", "prediction", "weighting")
+        process = ProcessConfig(kind="ddpm", **{f: getattr(args, f) for f in flags})
     else:
         from jaxdiff.degradations import DEGRADATIONS, default_T
 
@@ -272,16 +251,9 @@ def config_from_args(
             noise_schedule=args.noise_schedule,
             sample_noise=sample_noise,
         )
+    flags = ("lr", "batch_size", "epochs", "seed", "limit", "grad_clip", "lr_schedule")
     train = TrainConfig(
-        lr=args.lr,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        seed=args.seed,
-        ema_decay=args.ema,
-        limit=args.limit,
-        grad_clip=args.grad_clip,
-        lr_schedule=args.lr_schedule,
-        warmup_steps=args.warmup_steps,
+        ema_decay=args.ema, warmup_steps=args.warmup_steps, **{f: getattr(args, f) for f in flags}
     )
     if args.workdir is None:
         name = kind if kind == "ddpm" else f"cold_{process.degradation}"
@@ -390,7 +362,8 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
 
     import jax
 
-    from jaxdiff.app.runner import default_sampler, generate, load_run, start_fn_for
+    from jaxdiff.app.runner import default_sampler, generate, load_run
+    from jaxdiff.app.start_states import start_fn_for
 
     weights = getattr(args, "weights", "ema")
     clip_x0 = getattr(args, "clip_x0", None) or False
@@ -480,7 +453,9 @@ def cold_figures_command(args: argparse.Namespace) -> int:
     Returns:
         Process exit status.
     """
-    from jaxdiff.app.runner import cold_figures, load_run, start_fn_for
+    from jaxdiff.app.cold_analysis import cold_figures
+    from jaxdiff.app.runner import load_run
+    from jaxdiff.app.start_states import start_fn_for
     from jaxdiff.data import load_mnist
 
     try:

@@ -52,8 +52,7 @@ def restoration_errors(
         One dict per ``t``: ``t``, ``mse_input``, ``mse_one_shot``, ``mse_restored``.
     """
     from jaxdiff.app.runner import cold_noise_tables, default_sampler
-    from jaxdiff.cold import restore
-    from jaxdiff.degradations import noise_levels
+    from jaxdiff.cold import noise_levels, restore
 
     p = cfg.process
     alg = algorithm or int(default_sampler(cfg)[-1])
@@ -135,7 +134,7 @@ def start_variants(
     """Start-state samplers that separate where a cold model's diversity comes from.
 
     - ``fitted``: the run's own sampler, a mixture fitted to ``D(x0, T)`` of training
-      images (:func:`jaxdiff.app.runner.start_fn_for`);
+      images (:func:`jaxdiff.app.start_states.start_fn_for`);
     - ``oracle``: ``D(x, T)`` of random held-out test digits plus the same noise (the best
       a start sampler could do);
     - ``single``: one fitted start state (drawn with ``key``) shared by every sample, plus
@@ -151,7 +150,7 @@ def start_variants(
     Returns:
         Name -> ``start(key, n)``.
     """
-    from jaxdiff.app.runner import start_fn_for
+    from jaxdiff.app.start_states import start_fn_for
     from jaxdiff.data import normalize
 
     fitted = start_fn_for(cfg, pieces, images=train_images)
@@ -268,3 +267,72 @@ def analyze_cold_run(
     result = {"restoration": rest, "start_states": {"n": n, "seed": seed, "rows": rows}}
     atomic_json(out / "start_states.json", result["start_states"], default=float)
     return result
+
+
+def cold_figures(
+    cfg: Config,
+    pieces: Any,
+    params: Any,
+    images: np.ndarray,
+    workdir: str | Path,
+    start: Callable[[jax.Array, int], jax.Array],
+    n_digits: int = 6,
+    n_cols: int = 9,
+) -> None:
+    """Write a cold run's figures: ``D(x0, t)`` across ``t`` and reverse trajectories.
+
+    Writes ``degradation_strip.png`` (rows: training digits; columns: evenly spaced ``t``),
+    ``trajectory.png`` (generation from start states) and ``restoration.png`` (conditional
+    restoration of degraded digits from ``t = T / 2``), both with the run's own sampler
+    (:func:`jaxdiff.app.runner.default_sampler`) and reverse-process noise
+    (:func:`jaxdiff.app.runner.cold_noise_tables`).
+
+    Args:
+        cfg: A cold run's config.
+        pieces: Its :class:`jaxdiff.app.runner.Pieces`.
+        params: Restorer parameters.
+        images: ``uint8`` images to show (the first ``n_digits`` are used).
+        workdir: Output folder.
+        start: Start-state sampler.
+        n_digits: Rows.
+        n_cols: Columns (times).
+    """
+    from jaxdiff.app import plotting
+    from jaxdiff.app.runner import cold_noise_tables, default_sampler, run_keys
+    from jaxdiff.cold import cold_sample, restore
+    from jaxdiff.data import normalize
+    from jaxdiff.degradations import degradation_strip
+
+    workdir = Path(workdir)
+    T = cfg.process.T  # noqa: N806
+    keys = run_keys(cfg.train.seed)
+    x0 = jnp.asarray(normalize(images[:n_digits]))
+    ts = np.round(np.linspace(0, T, n_cols)).astype(int)
+    k = jax.random.fold_in(keys.sample, 2)
+    stoch = pieces.degrade.stochastic
+    strip = degradation_strip(pieces.degrade, x0, ts, key=k if stoch else None)
+    labels = [f"t={t}" for t in ts]
+    plotting.save_strip(
+        strip, workdir / "degradation_strip.png", labels, f"{cfg.process.degradation}: D(x0, t)"
+    )
+    x_T = start(jax.random.fold_in(keys.sample, 3), n_digits)  # noqa: N806
+    alg = int(default_sampler(cfg)[-1])
+    step_noise, residual = cold_noise_tables(cfg)
+    k = jax.random.fold_in(keys.sample, 4)
+    noisy = dict(key=k, noise=step_noise, residual_sigmas=residual)
+    net = (pieces.apply_fn, params, pieces.degrade)
+    kw = dict(keep=n_cols, **noisy)
+    runs = (
+        ("trajectory", "generation (Alg. {alg}), from start states to samples",
+         lambda: cold_sample(*net, x_T, T, alg, **kw)),
+        ("restoration", f"restoration (Alg. {{alg}}) from D(x0, {T // 2})",
+         lambda: restore(*net, x0, T // 2, T, alg, **kw)),
+    )  # fmt: skip
+    for name, title, reverse in runs:
+        _, traj = reverse()
+        plotting.save_strip(
+            np.swapaxes(np.asarray(traj.x_t), 0, 1),
+            workdir / f"{name}.png",
+            [f"t={int(t)}" for t in np.asarray(traj.t)],
+            title.format(alg=alg),
+        )

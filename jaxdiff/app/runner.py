@@ -120,7 +120,8 @@ def build(cfg: Config, steps_per_epoch: int | None = None) -> Pieces:
         loss_fn = ddpm_loss(apply_fn, sched, p.prediction, p.weighting)
         return Pieces(model, eps_model(apply_fn, sched, p.prediction), loss_fn, tx, sched=sched)
     if p.kind == "cold":
-        from jaxdiff.degradations import get_degradation, noise_levels
+        from jaxdiff.cold import noise_levels
+        from jaxdiff.degradations import get_degradation
 
         degrade = get_degradation(p.degradation, p.T)
         sigmas = noise_levels(p.T, p.noise, p.noise_schedule)
@@ -613,7 +614,7 @@ def cold_noise_tables(cfg: Config, noise: float | None = None) -> tuple[Any, Any
         noise level that grows with ``t``, the training noise levels by which Alg. 2
         rescales its carried residual (``None`` for a constant schedule).
     """
-    from jaxdiff.degradations import noise_levels
+    from jaxdiff.cold import noise_levels
 
     p = cfg.process
     step_noise = noise_levels(p.T, p.sample_noise if noise is None else noise, p.noise_schedule)
@@ -634,130 +635,3 @@ def default_sampler(cfg: Config) -> str:
     if p.kind == "ddpm":
         return "ancestral"
     return "cold1" if p.noise > 0 and p.noise_schedule == "constant" else "cold2"
-
-
-def start_fn_for(
-    cfg: Config,
-    pieces: Pieces,
-    data_dir: str | None = None,
-    images: np.ndarray | None = None,
-    noise_std: float | None = None,
-) -> Callable[[jax.Array, int], jax.Array]:
-    """Build a cold run's start-state sampler from degraded training images.
-
-    The start distribution is fitted to fully degraded training images (see
-    :func:`jaxdiff.cold.fit_start_distribution`) with a key derived from the run's seed, so it
-    is the same every time the run is loaded.
-
-    Args:
-        cfg: A cold run's config.
-        pieces: From :func:`build`.
-        data_dir: MNIST folder (when ``images`` is not given).
-        images: Training images ``uint8 (N, 28, 28)``.
-        noise_std: Gaussian noise added to each start state (model scale); default: the
-            run's training noise ``process.noise`` when it has one, else 0.01.
-
-    Returns:
-        ``start(key, n) -> x_T`` of shape ``(n, 28, 28, 1)``: a draw from the fitted
-        mixture, re-degraded to ``t = T`` when the end states are fixed points of ``D(., T)``
-        (:func:`jaxdiff.cold.end_state_is_fixed`; not for blur or melt, which would blur the
-        draw further), plus a little noise.
-    """
-    from jaxdiff.cold import end_state_is_fixed, fit_start_distribution, start_sampler
-    from jaxdiff.data import normalize
-
-    if images is None:
-        images, _ = load_mnist("train", data_dir)
-    if cfg.train.limit:
-        images = images[: cfg.train.limit]
-    x0 = jnp.asarray(normalize(images[:10000]))
-    key = jax.random.fold_in(run_keys(cfg.train.seed).sample, 1)
-    dist = fit_start_distribution(pieces.degrade, x0, key, cfg.process.T)
-    if noise_std is None:
-        noise_std = cfg.process.noise or 0.01
-    # re-degrading a mixture draw projects it onto the end states only if they are fixed points
-    fixed = end_state_is_fixed(pieces.degrade, x0[:64], jax.random.fold_in(key, 2))
-    return start_sampler(dist, noise_std=noise_std, degrade=pieces.degrade if fixed else None)
-
-
-def cold_figures(
-    cfg: Config,
-    pieces: Pieces,
-    params: Any,
-    images: np.ndarray,
-    workdir: str | Path,
-    start: Callable[[jax.Array, int], jax.Array],
-    n_digits: int = 6,
-    n_cols: int = 9,
-) -> None:
-    """Write a cold run's figures: ``D(x0, t)`` across ``t`` and reverse trajectories.
-
-    Writes ``degradation_strip.png`` (rows: training digits; columns: evenly spaced ``t``),
-    ``trajectory.png`` (generation from start states) and ``restoration.png`` (conditional
-    restoration of degraded digits from ``t = T / 2``), both with the run's own sampler
-    (:func:`default_sampler`) and reverse-process noise (:func:`cold_noise_tables`).
-
-    Args:
-        cfg: A cold run's config.
-        pieces: From :func:`build`.
-        params: Restorer parameters.
-        images: ``uint8`` images to show (the first ``n_digits`` are used).
-        workdir: Output folder.
-        start: Start-state sampler.
-        n_digits: Rows.
-        n_cols: Columns (times).
-    """
-    from jaxdiff.cold import cold_sample, restore
-    from jaxdiff.data import normalize
-    from jaxdiff.degradations import degradation_strip
-
-    workdir = Path(workdir)
-    T = cfg.process.T  # noqa: N806
-    keys = run_keys(cfg.train.seed)
-    x0 = jnp.asarray(normalize(images[:n_digits]))
-    ts = np.round(np.linspace(0, T, n_cols)).astype(int)
-    k = jax.random.fold_in(keys.sample, 2)
-    stoch = pieces.degrade.stochastic
-    strip = degradation_strip(pieces.degrade, x0, ts, key=k if stoch else None)
-    labels = [f"t={t}" for t in ts]
-    plotting.save_strip(
-        strip, workdir / "degradation_strip.png", labels, f"{cfg.process.degradation}: D(x0, t)"
-    )
-    x_T = start(jax.random.fold_in(keys.sample, 3), n_digits)  # noqa: N806
-    alg = int(default_sampler(cfg)[-1])
-    step_noise, residual = cold_noise_tables(cfg)
-    k = jax.random.fold_in(keys.sample, 4)
-    noisy = dict(key=k, noise=step_noise, residual_sigmas=residual)
-    _, traj = cold_sample(
-        pieces.apply_fn,
-        params,
-        pieces.degrade,
-        x_T,
-        T,
-        alg,
-        keep=n_cols,
-        **noisy,
-    )
-    plotting.save_strip(
-        np.swapaxes(np.asarray(traj.x_t), 0, 1),
-        workdir / "trajectory.png",
-        [f"t={int(t)}" for t in np.asarray(traj.t)],
-        f"generation (Alg. {alg}), from start states to samples",
-    )
-    _, traj = restore(
-        pieces.apply_fn,
-        params,
-        pieces.degrade,
-        x0,
-        T // 2,
-        T,
-        alg,
-        keep=n_cols,
-        **noisy,
-    )
-    plotting.save_strip(
-        np.swapaxes(np.asarray(traj.x_t), 0, 1),
-        workdir / "restoration.png",
-        [f"t={int(t)}" for t in np.asarray(traj.t)],
-        f"restoration (Alg. {alg}) from D(x0, {T // 2})",
-    )

@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff.ops import gelu_erf, get_conv, layer_norm_gelu
+from jaxdiff.fused import gelu_erf, layer_norm_gelu
+from jaxdiff.ops import get_conv
 
 # PyTorch's default init for Conv2d/Linear: weights and biases ~ U(-1/sqrt(fan_in), +).
 torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -127,7 +128,7 @@ class PlaneLayerNorm(nn.Module):
         over_channels: Normalise over channels too.
         eps: Variance floor (PyTorch's default 1e-5).
         fuse_gelu: Apply exact GELU after the affine, fused with a hand-written backward
-            (:func:`jaxdiff.ops.layer_norm_gelu`); same parameters, same values.
+            (:func:`jaxdiff.fused.layer_norm_gelu`); same parameters, same values.
     """
 
     over_channels: bool = False

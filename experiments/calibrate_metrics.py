@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from jaxdiff.app.cli import USER_ERRORS, check_paths, fail
@@ -41,30 +40,25 @@ def main(argv: list[str] | None = None) -> None:
     except USER_ERRORS as err:
         sys.exit(fail(str(err)))
 
-    key = jax.random.key(args.seed)
     x_tr, _ = load_mnist("train", args.data_dir)
     x_te, y_te = load_mnist("test", args.data_dir)
-    train, test = normalize(x_tr), normalize(x_te)
-    t0 = time.time()
-    ref = E.prepare_reference(train, test, jax.random.fold_in(key, 0), n=args.n, n_boot=args.n_boot)
-    print(f"reference ready in {time.time() - t0:.1f}s", flush=True)
-    sets = E.calibration_sets(train, test, y_te, jax.random.fold_in(key, 1), n=args.n)
+    extra = {}
     if args.anchors:
         for path in sorted(Path(args.anchors).glob("starter_ep*_samples.npy")):
-            x = np.load(path)[: args.n]
-            sets[f"anchor {path.stem.replace('_samples', '')}"] = x
-    rows = {}
-    for i, (name, x) in enumerate(sets.items()):
-        rows[name] = E.evaluate_samples(
-            x, None, None, jax.random.fold_in(key, 100 + i), reference=ref, n_boot=args.n_boot
-        )
-        m = rows[name]
+            extra[f"anchor {path.stem.replace('_samples', '')}"] = np.load(path)[: args.n]
+
+    def log(name: str, m: dict) -> None:
         print(
             f"{name}: fd={m['fd']:.2f} kid={m['kid']:.4f} p={m['precision']:.3f} "
             f"r={m['recall']:.3f} kl={m['class_kl']:.3f} conf={m['confidence']:.3f} "
             f"({m['seconds']}s)",
             flush=True,
         )
+
+    t0 = time.time()
+    rows = E.calibrate(
+        normalize(x_tr), normalize(x_te), y_te, args.seed, args.n, args.n_boot, extra, log
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "calibration.json", json.dumps(rows, indent=1) + "\n")

@@ -13,9 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-
 from jaxdiff.app.cli import USER_ERRORS, check_paths, fail
 from jaxdiff.data import load_mnist, normalize
 from jaxdiff.fidelity import classifier as C
@@ -39,18 +36,11 @@ def main(argv: list[str] | None = None) -> None:
 
     x_tr, y_tr = load_mnist("train", args.data_dir)
     x_te, y_te = load_mnist("test", args.data_dir)
-    steps = args.epochs * (len(x_tr) // args.batch_size)
-    tx = C.make_classifier_optimizer(args.lr, steps)
-    key = jax.random.key(args.seed)
-    state = C.init_state(jax.random.fold_in(key, 0), tx)
-    train_epoch = C.make_train_epoch(tx, args.batch_size, args.max_shift)
-    images, labels = jnp.asarray(x_tr), jnp.asarray(y_tr)
     t0 = time.time()
-    for epoch in range(args.epochs):
-        state, m = train_epoch(state, images, labels, jax.random.fold_in(key, epoch + 1))
-        rec = {k: float(v) for k, v in m.items()}
-        rec.update(epoch=epoch + 1, seconds=round(time.time() - t0, 1))
-        print(json.dumps(rec), flush=True)
+    state = C.train_classifier(
+        x_tr, y_tr, args.epochs, args.seed, args.lr, args.batch_size, args.max_shift,
+        log=lambda rec: print(json.dumps(rec), flush=True),
+    )  # fmt: skip
     acc = C.accuracy(state.params, normalize(x_te), y_te)
     card = {
         "test_accuracy": acc,

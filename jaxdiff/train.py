@@ -211,26 +211,39 @@ def epoch_indices(key: jax.Array, epoch: int, n: int, batch_size: int) -> jax.Ar
     return perm[: steps * batch_size].reshape(steps, batch_size).astype(jnp.int32)
 
 
-def make_run_steps(train_step: TrainStep, batch_sharding: Any = None):
+def _image_batch(images: jax.Array, idx: jax.Array) -> jax.Array:
+    return normalize(jnp.take(images, idx, axis=0))
+
+
+def make_run_steps(
+    train_step: TrainStep,
+    batch_sharding: Any = None,
+    get_batch: Callable[[Any, jax.Array], Any] = _image_batch,
+    donate: bool = True,
+):
     """Jit a scan of ``train_step`` over a block of batches drawn from device-resident data.
 
     Args:
         train_step: From :func:`make_train_step`.
-        batch_sharding: Optional ``jax.sharding.Sharding`` for each float batch (data
+        batch_sharding: Optional ``jax.sharding.Sharding`` for each batch (data
             parallelism: batch split over devices, parameters replicated).
+        get_batch: ``get_batch(data, batch_idx) -> batch``; default: the ``uint8`` images
+            at ``batch_idx``, scaled by :func:`jaxdiff.data.normalize`.
+        donate: Let the call reuse the input state's buffers (the state passed in is then
+            consumed).
 
     Returns:
-        ``run_steps(state, images_u8 (N, 28, 28), idx (S, B), key) -> (state, metrics)``
-        where every metric is stacked to shape ``(S,)``.
+        ``run_steps(state, data, idx (S, B), key) -> (state, metrics)``, ``data`` e.g.
+        ``images_u8 (N, 28, 28)``, where every metric is stacked to shape ``(S,)``.
     """
 
-    def run_steps(state, images, idx, key):
+    def run_steps(state, data, idx, key):
         def body(st, batch_idx):
-            batch = normalize(jnp.take(images, batch_idx, axis=0))
+            batch = get_batch(data, batch_idx)
             if batch_sharding is not None:
                 batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
             return train_step(st, batch, key)
 
         return jax.lax.scan(body, state, idx)
 
-    return jax.jit(run_steps, donate_argnums=(0,))
+    return jax.jit(run_steps, donate_argnums=(0,) if donate else ())

@@ -767,35 +767,8 @@ def _setting_text(v: Any) -> str:
     return "–" if v in (None, "") else str(v)
 
 
-#: Training flags of ``experiments/ddpm.py`` / ``cold.py`` per config field (see
-#: :func:`jaxdiff.app.cli.common_parser`); booleans are store-true flags.
-_FLAGS = {
-    ("model", "name"): "--model",
-    ("model", "hidden"): "--hidden",
-    ("model", "kernel_size"): "--kernel-size",
-    ("model", "ln_over_channels"): "--ln-over-channels",
-    ("model", "precision"): "--precision",
-    ("model", "conv_impl"): "--conv-impl",
-    ("model", "attention"): "--attention",
-    ("process", "T"): "--T",
-    ("process", "schedule"): "--schedule",
-    ("process", "beta1"): "--beta1",
-    ("process", "beta2"): "--beta2",
-    ("process", "degradation"): "--degradation",
-    ("process", "loss"): "--loss",
-    ("process", "noise"): "--noise",
-    ("process", "noise_schedule"): "--noise-schedule",
-    ("process", "sample_noise"): "--sample-noise",
-    ("train", "lr"): "--lr",
-    ("train", "batch_size"): "--batch-size",
-    ("train", "epochs"): "--epochs",
-    ("train", "seed"): "--seed",
-    ("train", "ema_decay"): "--ema",
-    ("train", "limit"): "--limit",
-    ("train", "grad_clip"): "--grad-clip",
-    ("train", "lr_schedule"): "--lr-schedule",
-    ("train", "warmup_steps"): "--warmup-steps",
-}
+#: Config fields whose driver flag has another name (the rest: ``--field-name``).
+_FIELD_DEST = {"name": "model", "ema_decay": "ema"}
 
 
 def training_command(config: dict, workdir: str) -> str | None:
@@ -829,14 +802,18 @@ def training_command(config: dict, workdir: str) -> str | None:
         default = parse(base)
         argv = base[:2] if want["model"]["name"] != "cnn" else []
         argv += base[2:]  # cold: --degradation
-        for (sec, key), flag in _FLAGS.items():
-            v = want[sec].get(key)
-            if v == default[sec].get(key) or flag in argv:
-                continue
-            if isinstance(v, bool):
-                argv += [flag] if v else []
-            else:
-                argv += [flag, ",".join(map(str, v)) if isinstance(v, list | tuple) else str(v)]
+        # the flags come from the drivers' own parser: a new flag needs no change here
+        flags = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+        for sec, fields in want.items():
+            for key, v in fields.items():
+                flag = flags.get(_FIELD_DEST.get(key, key))
+                if flag is None or v == default[sec].get(key) or flag in argv:
+                    continue
+                if isinstance(v, bool):
+                    argv += [flag] if v else []
+                else:
+                    text = ",".join(map(str, v)) if isinstance(v, list | tuple) else str(v)
+                    argv += [flag, text]
         if parse(argv) != want:
             return None
     except (ValueError, KeyError, TypeError, SystemExit):

@@ -125,3 +125,19 @@ def test_save_load_roundtrip(tmp_path):
         jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(loaded.params), strict=True
     ):
         np.testing.assert_array_equal(a, b)
+
+
+def test_train_classifier_is_the_documented_composition_of_its_epochs():
+    x, y = load_mnist("train", DATA_DIR)
+    x, y = x[:256], y[:256]
+    logs = []
+    got = C.train_classifier(x, y, epochs=2, seed=3, lr=1e-3, batch_size=64, log=logs.append)
+    key = jax.random.key(3)
+    tx = C.make_classifier_optimizer(1e-3, 2 * 4)
+    s = C.init_state(jax.random.fold_in(key, 0), tx)
+    epoch = C.make_train_epoch(tx, 64)
+    for e in (1, 2):
+        s, _ = epoch(s, jnp.asarray(x), jnp.asarray(y), jax.random.fold_in(key, e))
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(s), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert [r["epoch"] for r in logs] == [1, 2] and int(got.step) == 8

@@ -365,6 +365,14 @@ def test_training_command_round_trips_the_config(built):
     assert c.startswith("python experiments/cold.py --model unet --degradation blur ")
     assert "--attention" in c and "--T 20" in c and "--loss l1" in c and "--ema 0.99" in c
     assert "--noise 0.0" in c  # cold.py's default is the noisy melt recipe
+    # flags come from the drivers' parser: a newer flag (here --prediction) needs no table
+    vpred = Config(
+        model=ModelConfig(conv_impl=CONV),
+        process=ProcessConfig(prediction="v", weighting="min_snr"),
+    ).to_dict()
+    assert R.training_command(vpred, "results/v") == (
+        "python experiments/ddpm.py --prediction v --weighting min_snr --workdir results/v"
+    )
     # a setting no flag reaches (last_kernel_size) has no command
     odd = Config(model=ModelConfig(last_kernel_size=5)).to_dict()
     assert R.training_command(odd, "results/x") is None

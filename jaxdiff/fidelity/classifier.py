@@ -13,10 +13,12 @@ The trained parameters ship in ``jaxdiff/fidelity/assets/classifier.msgpack`` (F
 JSON card ``classifier.json`` (sha256 of the msgpack, test accuracy, architecture, feature
 layer, training command). :func:`load_classifier` checks the checksum before use.
 
-Training is pure: :func:`init_state` builds a :class:`ClassifierState`, :func:`make_train_epoch`
-returns one jitted function that runs a whole epoch as a single ``lax.scan`` over a permutation
-of device-resident ``uint8`` images, with keys derived by ``fold_in`` (so a run is a function of
-its seed). Augmentation is a random integer shift of up to ``max_shift`` pixels.
+Training goes through the diffusion models' trainer: :func:`classifier_loss` is a
+``loss_fn(params, batch, key)`` for :func:`jaxdiff.train.make_train_step`, and
+:func:`make_train_epoch` scans it over a permutation of device-resident ``uint8`` images with
+:func:`jaxdiff.train.make_run_steps`, keys derived by ``fold_in`` (so a run is a function of
+its seed); :func:`train_classifier` is the whole run. Augmentation is a random integer shift
+of up to ``max_shift`` pixels.
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdiff.ops import get_conv
+from jaxdiff.data import normalize
+from jaxdiff.losses import LossFn
+from jaxdiff.models.layers import Conv
 from jaxdiff.paths import atomic_write
+from jaxdiff.train import TrainState, init_train_state, make_run_steps, make_train_step
 
 ASSET_DIR = Path(__file__).resolve().parent / "assets"
 DEFAULT_PARAMS = ASSET_DIR / "classifier.msgpack"
@@ -49,32 +54,15 @@ class ClassifierChecksumError(ValueError):
     """Raised when the classifier parameter file does not match its recorded sha256."""
 
 
-class ConvSame(nn.Module):
-    """'SAME' stride-1 convolution layer (LeCun-normal kernel, zero bias).
+class ConvSame(Conv):
+    """The classifier's convolution: :class:`jaxdiff.models.layers.Conv` with LeCun init.
 
-    It convolves through :func:`jaxdiff.ops.get_conv`, the same implementations as the
-    diffusion models (``"auto"``: the fastest tested path for the backend, whose gradients
-    stay fast inside the scanned training epoch).
-
-    Attributes:
-        features: Output channels.
-        kernel_size: Odd kernel size.
-        impl: Convolution implementation name (see :mod:`jaxdiff.ops`).
+    A subclass only so that its parameters keep the names the shipped asset uses
+    (``ConvSame_0``, ...); it convolves through :func:`jaxdiff.ops.get_conv` like the
+    diffusion models (``"auto"``: the fastest tested path for the backend).
     """
 
-    features: int
-    kernel_size: int
-    impl: str = "auto"
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Apply to ``x`` ``(B, H, W, Cin)``."""
-        k = self.kernel_size
-        if k % 2 != 1:
-            raise ValueError(f"kernel_size must be odd, got {k}.")
-        w = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features))
-        b = self.param("bias", nn.initializers.zeros, (self.features,))
-        return get_conv(self.impl)(x, w) + b
+    init: str = "lecun"
 
 
 def _avg_pool2(x: jax.Array) -> jax.Array:
@@ -125,20 +113,6 @@ class LeNet(nn.Module):
         return feats, logits
 
 
-class ClassifierState(NamedTuple):
-    """Training state of the classifier.
-
-    Attributes:
-        step: Number of optimiser steps taken (int32 scalar).
-        params: Network parameters.
-        opt_state: Optax state.
-    """
-
-    step: jax.Array
-    params: Any
-    opt_state: Any
-
-
 class Classifier(NamedTuple):
     """A loaded feature network.
 
@@ -166,7 +140,7 @@ def make_classifier_optimizer(lr: float, total_steps: int) -> optax.GradientTran
     return optax.adam(optax.cosine_decay_schedule(lr, total_steps, alpha=0.01))
 
 
-def init_state(key: jax.Array, tx: optax.GradientTransformation) -> ClassifierState:
+def init_state(key: jax.Array, tx: optax.GradientTransformation) -> TrainState:
     """Initialise parameters and optimiser state.
 
     Args:
@@ -174,10 +148,10 @@ def init_state(key: jax.Array, tx: optax.GradientTransformation) -> ClassifierSt
         tx: The optimiser from :func:`make_classifier_optimizer`.
 
     Returns:
-        A fresh :class:`ClassifierState` at step 0.
+        A fresh :class:`jaxdiff.train.TrainState` at step 0 (no EMA).
     """
     params = LeNet().init(key, jnp.zeros((1, 28, 28, 1), jnp.float32))
-    return ClassifierState(jnp.zeros((), jnp.int32), params, tx.init(params))
+    return init_train_state(params, tx)
 
 
 def _shift_one(image: jax.Array, key: jax.Array, max_shift: int) -> jax.Array:
@@ -187,10 +161,6 @@ def _shift_one(image: jax.Array, key: jax.Array, max_shift: int) -> jax.Array:
     padded = jnp.pad(image, max_shift)
     off = jax.random.randint(key, (2,), 0, 2 * max_shift + 1)
     return jax.lax.dynamic_slice(padded, (off[0], off[1]), image.shape)
-
-
-def _to_model_scale(images_u8: jax.Array) -> jax.Array:
-    return (images_u8.astype(jnp.float32) / 255.0 - 0.5)[..., None]
 
 
 def loss_fn(
@@ -212,10 +182,42 @@ def loss_fn(
     return loss, (logits.argmax(-1) == labels).mean()
 
 
+def classifier_loss(max_shift: int = 2) -> LossFn:
+    """The training loss in the trainer's form: ``loss_fn(params, batch, key)``.
+
+    Args:
+        max_shift: Maximum random shift (pixels, each axis) for augmentation; 0 disables it.
+
+    Returns:
+        ``loss_fn(params, (images_u8 (B, 28, 28), labels (B,)), key) -> (loss,
+        {"accuracy"})``: the batch is shifted (``split(key)[0]``, one key per image),
+        scaled by :func:`jaxdiff.data.normalize` and scored by :func:`loss_fn` with dropout
+        (``split(key)[1]``).
+    """
+
+    def loss(params, batch, key):
+        images, labels = batch
+        k_aug, k_drop = jax.random.split(key)
+        shift_keys = jax.random.split(k_aug, images.shape[0])
+        images = jax.vmap(_shift_one, in_axes=(0, 0, None))(images, shift_keys, max_shift)
+        value, acc = loss_fn(params, normalize(images), labels.astype(jnp.int32), k_drop)
+        return value, {"accuracy": acc}
+
+    return loss
+
+
+def _labelled_batch(data: tuple[jax.Array, jax.Array], idx: jax.Array):
+    images, labels = data
+    return jnp.take(images, idx, axis=0), jnp.take(labels, idx, axis=0)
+
+
 def make_train_epoch(
     tx: optax.GradientTransformation, batch_size: int = 128, max_shift: int = 2
-) -> Callable[[ClassifierState, jax.Array, jax.Array, jax.Array], tuple[ClassifierState, dict]]:
-    """Build a jitted function that trains one epoch as one ``lax.scan``.
+) -> Callable[[TrainState, jax.Array, jax.Array, jax.Array], tuple[TrainState, dict]]:
+    """Build the function that trains one epoch: one jitted scan of the shared trainer.
+
+    The steps are :func:`jaxdiff.train.make_train_step` over :func:`classifier_loss`,
+    scanned by :func:`jaxdiff.train.make_run_steps` over device-resident ``uint8`` images.
 
     Args:
         tx: Optimiser.
@@ -225,25 +227,12 @@ def make_train_epoch(
     Returns:
         ``train_epoch(state, images_u8 (N, 28, 28), labels (N,), key) -> (state, metrics)``
         where metrics holds the epoch's mean ``loss`` and ``accuracy`` (on augmented batches).
-        The epoch's permutation uses ``key``; each step uses ``fold_in(key, state.step)``.
+        The epoch's permutation uses ``fold_in(key, 0)``; step ``s`` uses
+        ``fold_in(fold_in(key, 1), s)``.
     """
+    step = make_train_step(classifier_loss(max_shift), tx)
+    run_steps = make_run_steps(step, get_batch=_labelled_batch, donate=False)
 
-    def step(carry, idx):
-        state, images, labels, key = carry
-        k = jax.random.fold_in(key, state.step)
-        k_aug, k_drop = jax.random.split(k)
-        batch = images[idx]
-        shift_keys = jax.random.split(k_aug, batch.shape[0])
-        batch = jax.vmap(_shift_one, in_axes=(0, 0, None))(batch, shift_keys, max_shift)
-        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, _to_model_scale(batch), labels[idx].astype(jnp.int32), k_drop
-        )
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new = ClassifierState(state.step + 1, params, opt_state)
-        return (new, images, labels, key), (loss, acc)
-
-    @jax.jit
     def train_epoch(state, images_u8, labels, key):
         n = images_u8.shape[0]
         steps = n // batch_size
@@ -251,13 +240,54 @@ def make_train_epoch(
             raise ValueError(f"{n} images is fewer than one batch of {batch_size}.")
         perm = jax.random.permutation(jax.random.fold_in(key, 0), n)[: steps * batch_size]
         perm = perm.reshape(steps, batch_size)
-        step_key = jax.random.fold_in(key, 1)
-        (state, _, _, _), (losses, accs) = jax.lax.scan(
-            step, (state, images_u8, labels, step_key), perm
-        )
-        return state, {"loss": losses.mean(), "accuracy": accs.mean()}
+        state, m = run_steps(state, (images_u8, labels), perm, jax.random.fold_in(key, 1))
+        return state, {"loss": m["loss"].mean(), "accuracy": m["accuracy"].mean()}
 
     return train_epoch
+
+
+def train_classifier(
+    images: Any,
+    labels: Any,
+    epochs: int = 6,
+    seed: int = 0,
+    lr: float = 2e-3,
+    batch_size: int = 128,
+    max_shift: int = 2,
+    log: Callable[[dict], None] | None = None,
+) -> TrainState:
+    """Train the feature network from scratch (the recipe of the shipped asset).
+
+    Keys: ``key = jax.random.key(seed)``; the parameters start from ``fold_in(key, 0)`` and
+    epoch ``e`` (1-based) runs :func:`make_train_epoch` with ``fold_in(key, e)``.
+
+    Args:
+        images: ``uint8`` training images ``(N, 28, 28)``.
+        labels: Their labels ``(N,)``.
+        epochs: Epochs.
+        seed: Seed of every draw.
+        lr: Peak learning rate (:func:`make_classifier_optimizer`).
+        batch_size: Images per step.
+        max_shift: Augmentation shift (pixels).
+        log: Called after each epoch with ``{"loss", "accuracy", "epoch", "seconds"}``.
+
+    Returns:
+        The final :class:`jaxdiff.train.TrainState`.
+    """
+    import time
+
+    images, labels = jnp.asarray(images), jnp.asarray(labels)
+    tx = make_classifier_optimizer(lr, epochs * (images.shape[0] // batch_size))
+    key = jax.random.key(seed)
+    state = init_state(jax.random.fold_in(key, 0), tx)
+    train_epoch = make_train_epoch(tx, batch_size, max_shift)
+    t0 = time.time()
+    for epoch in range(1, epochs + 1):
+        state, m = train_epoch(state, images, labels, jax.random.fold_in(key, epoch))
+        if log is not None:
+            rec = {k: float(v) for k, v in m.items()}
+            log(dict(rec, epoch=epoch, seconds=round(time.time() - t0, 1)))
+    return state
 
 
 @jax.jit

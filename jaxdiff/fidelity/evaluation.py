@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -435,6 +436,50 @@ def calibration_sets(
     sets[f"one digit ({digit})"] = test[one]
     sets["pure noise"] = np.asarray(jax.random.normal(k_pure, real.shape, jnp.float32))
     return sets
+
+
+def calibrate(
+    train: Any,
+    test: Any,
+    test_labels: Any,
+    seed: int = 0,
+    n: int = 1000,
+    n_boot: int = 200,
+    extra: dict[str, Any] | None = None,
+    log: Callable[[str, dict], None] | None = None,
+) -> dict[str, dict]:
+    """Score known image sets under one protocol: the scale on which FD and KID are read.
+
+    Builds one reference (:func:`prepare_reference`), the sets of
+    :func:`calibration_sets` plus ``extra`` (e.g. the PyTorch starter's samples), and
+    evaluates each with :func:`evaluate_samples`. Keys: the reference uses
+    ``fold_in(key, 0)``, the sets ``fold_in(key, 1)``, set ``i``'s evaluation
+    ``fold_in(key, 100 + i)``, with ``key = jax.random.key(seed)``.
+
+    Args:
+        train: Training images, model scale ``(N, 28, 28)`` or ``(N, 28, 28, 1)``.
+        test: Test images, the same scale.
+        test_labels: Test labels.
+        seed: Seed of every draw.
+        n: Images per set (and in the reference).
+        n_boot: Bootstrap resamples of each confidence interval.
+        extra: More named image sets, evaluated after the built-in ones.
+        log: Called as ``log(name, metrics)`` after each set.
+
+    Returns:
+        ``{set name: metrics}`` in evaluation order.
+    """
+    key = jax.random.key(seed)
+    ref = prepare_reference(train, test, jax.random.fold_in(key, 0), n=n, n_boot=n_boot)
+    sets = calibration_sets(train, test, test_labels, jax.random.fold_in(key, 1), n=n)
+    sets.update(extra or {})
+    rows = {}
+    for i, (name, x) in enumerate(sets.items()):
+        k = jax.random.fold_in(key, 100 + i)
+        rows[name] = evaluate_samples(x, None, None, k, reference=ref, n_boot=n_boot)
+        if log is not None:
+            log(name, rows[name])
+    return rows
 
 
 def metrics_table(rows: dict[str, dict]) -> str:

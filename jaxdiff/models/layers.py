@@ -42,9 +42,11 @@ class Conv(nn.Module):
         kernel_size: Odd square kernel size (padding ``kernel_size // 2``, as the starter).
         dtype: Compute dtype (``float32`` or ``bfloat16``); parameters stay ``float32``.
         zero_init: Start kernel and bias at zero (e.g. a residual branch's last layer);
-            otherwise PyTorch's default init.
+            otherwise the ``init`` scheme.
         impl: ``"auto"`` (the fastest for the backend), ``"xla"`` (reference) or another
             name registered in :mod:`jaxdiff.ops`.
+        init: ``"torch"`` (PyTorch's default, the starter's) or ``"lecun"`` (LeCun-normal
+            kernel, zero bias: Flax's default, the fidelity classifier's).
     """
 
     features: int
@@ -52,6 +54,7 @@ class Conv(nn.Module):
     dtype: Any = jnp.float32
     zero_init: bool = False
     impl: str = "auto"
+    init: str = "torch"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -60,8 +63,12 @@ class Conv(nn.Module):
         cin = x.shape[-1]
         if self.zero_init:
             kinit, binit = nn.initializers.zeros, nn.initializers.zeros
-        else:
+        elif self.init == "lecun":
+            kinit, binit = nn.initializers.lecun_normal(), nn.initializers.zeros
+        elif self.init == "torch":
             kinit, binit = torch_kernel_init, torch_bias_init(k * k * cin)
+        else:
+            raise ValueError(f"unknown init {self.init!r}; use 'torch' or 'lecun'.")
         kernel = self.param("kernel", kinit, (k, k, cin, self.features))
         bias = self.param("bias", binit, (self.features,))
         y = get_conv(self.impl)(x.astype(self.dtype), kernel.astype(self.dtype))

@@ -392,48 +392,18 @@ def fit(
         TrainingDiverged: If the loss becomes NaN or infinite.
     """
     configure_cpu_allocator()
-    from tqdm.auto import tqdm
-
     workdir = Path(workdir)
     ckdir = workdir / "checkpoints"
-    has_ckpt = ckpt.latest_epoch(ckdir) is not None
-    if warm_start is not None and has_ckpt:
-        raise ckpt.CheckpointError(
-            f"{workdir} has checkpoints; continue it with --resume (not --warm-start)."
-        )
-    if has_ckpt and not resume:
-        raise ckpt.CheckpointError(
-            f"{workdir} already holds a run; pass --resume to continue it "
-            "or choose another --workdir."
-        )
-    if resume and not has_ckpt and _read_metrics(workdir / "metrics.jsonl", 10**9):
-        exports = sorted((workdir / "exports").glob("epoch_[0-9][0-9][0-9]"))
-        hint = f" --warm-start {exports[-1]}" if exports else " --warm-start <an export>"
-        raise ckpt.CheckpointError(
-            f"{workdir} has metrics but no checkpoints in {ckdir} (checkpoints are not "
-            f"committed); continue from its exported weights with{hint}, or use a new "
-            "--workdir."
-        )
+    has_ckpt = _check_start(workdir, resume, warm_start)
     old_config = {}
     if (resume or warm_start is not None) and (workdir / "config.json").exists():
         old_config = ckpt.read_json(workdir / "config.json")
         _check_resume_config(old_config["config"], cfg, workdir)
-    warm_starts = list(old_config.get("warm_starts", []))
-    invocations = list(old_config.get("invocations", [])) + ([list(argv)] if argv else [])
     is_main = jax.process_index() == 0  # only one host writes logs and figures
     progress = progress and is_main
     workdir.mkdir(parents=True, exist_ok=True)
     if is_main:
-        atomic_json(
-            workdir / "config.json",
-            {
-                "config": cfg.to_dict(),
-                "devices": [str(d) for d in jax.devices()],
-                "machine": machine_info(),
-                **({"warm_starts": warm_starts} if warm_starts or warm_start else {}),
-                **({"invocations": invocations} if invocations else {}),
-            },
-        )
+        _write_config(workdir, cfg, old_config, warm_start, argv)
 
     if images is None:
         images, _ = load_mnist("train", data_dir)
@@ -451,12 +421,8 @@ def fit(
     elif warm_start is not None:
         state, start_epoch = _warm_state(Path(warm_start), cfg, pieces, state, n)
         records = _read_metrics(workdir / "metrics.jsonl", start_epoch)
-        warm_starts.append(
-            {"from": str(warm_start), "epoch": start_epoch, "note": "Adam moments reset"}
-        )
         if is_main:
-            cfg_json = ckpt.read_json(workdir / "config.json")
-            atomic_json(workdir / "config.json", {**cfg_json, "warm_starts": warm_starts})
+            _record_warm_start(workdir, warm_start, start_epoch)
     mesh = data_mesh()
     batch_sharding, replicated = shardings(mesh, cfg.train.batch_size)
     state = jax.device_put(state, replicated)
@@ -464,53 +430,17 @@ def fit(
     train_step = make_train_step(pieces.loss_fn, pieces.tx, cfg.train.ema_decay)
     run_steps = make_run_steps(train_step, batch_sharding)
     start_fn = start_fn_factory(pieces, images) if start_fn_factory else None
-    steps_per_epoch = n // cfg.train.batch_size
     wall0 = records[-1]["wall_s"] if records else 0.0
     cpu0 = records[-1].get("cpu_s", 0.0) if records else 0.0
 
     for epoch in range(start_epoch, cfg.train.epochs):
         idx = epoch_indices(keys.perm, epoch, n, cfg.train.batch_size)
         t0, c0 = time.perf_counter(), time.process_time()
-        chunk_losses, gnorms = [], []
-        bar = tqdm(
-            total=steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-            disable=not progress,
-            leave=False,
-            mininterval=1.0,
+        label = f"epoch {epoch + 1}/{cfg.train.epochs}"
+        state, rec = _run_epoch(
+            run_steps, state, images_dev, idx, keys.step, chunk_steps, progress, label, ckdir
         )
-        for s0 in range(0, steps_per_epoch, chunk_steps):
-            state, m = run_steps(state, images_dev, idx[s0 : s0 + chunk_steps], keys.step)
-            loss = np.asarray(m["loss"])
-            if not np.all(np.isfinite(loss)):
-                bar.close()
-                last = ckpt.latest_epoch(ckdir)
-                raise TrainingDiverged(
-                    f"loss became {loss[~np.isfinite(loss)][0]} in epoch {epoch + 1} "
-                    f"(around step {int(state.step)}); stopped without saving. Last good "
-                    f"checkpoint: {'epoch ' + str(last) if last is not None else 'none'} in "
-                    f"{ckdir}. Lower --lr or set --grad-clip."
-                )
-            chunk_losses.append(float(loss.mean()))
-            gnorms.append(float(np.asarray(m["grad_norm"]).mean()))
-            done = min(s0 + chunk_steps, steps_per_epoch)
-            rate = done * cfg.train.batch_size / (time.perf_counter() - t0)
-            bar.update(len(loss))
-            bar.set_postfix(loss=f"{chunk_losses[-1]:.4f}", img_s=f"{rate:.0f}")
-        bar.close()
-        epoch_s = time.perf_counter() - t0
-        weights = [
-            min(chunk_steps, steps_per_epoch - s) for s in range(0, steps_per_epoch, chunk_steps)
-        ]
-        rec = {
-            "epoch": epoch + 1,
-            "step": int(state.step),
-            "loss": float(np.average(chunk_losses, weights=weights)),
-            "grad_norm": float(np.average(gnorms, weights=weights)),
-            "chunk_loss": chunk_losses,
-            "epoch_s": epoch_s,
-            "images_per_s": steps_per_epoch * cfg.train.batch_size / epoch_s,
-        }
+        rec["epoch"] = epoch + 1
         last_epoch = epoch + 1 == cfg.train.epochs
         if is_main and grid_n and ((epoch + 1) % grid_every == 0 or last_epoch):
             t1 = time.perf_counter()
@@ -530,19 +460,14 @@ def fit(
         ckpt.save(ckdir, epoch + 1, state, meta, keep=keep_checkpoints)
         records.append(rec)
         if is_main and epoch + 1 in export_epochs:
-            info = {"epoch": epoch + 1, "step": int(state.step)}
-            name = workdir / "exports" / f"epoch_{epoch + 1:03d}"
-            ckpt.export_params(name, cfg, state.ema_params, {**info, "weights": "ema"})
-            if cfg.train.ema_decay > 0:  # the raw weights too: EMA against none, same run
-                raw = name.with_name(name.name + "_raw")
-                ckpt.export_params(raw, cfg, state.params, {**info, "weights": "raw"})
+            _export_epoch(workdir, cfg, state, epoch + 1)
         if is_main:
             _write_metrics(workdir / "metrics.jsonl", records)
             plotting.plot_loss_curve(records, workdir / "loss.png")
         if progress:
             print(
                 f"epoch {epoch + 1}: loss {rec['loss']:.4f}  {rec['images_per_s']:.0f} img/s  "
-                f"{epoch_s:.1f} s",
+                f"{rec['epoch_s']:.1f} s",
                 flush=True,
             )
     if is_main:  # also when resuming a run that was already complete
@@ -551,6 +476,127 @@ def fit(
             workdir / "final", cfg, state.ema_params, {"epoch": done, "step": int(state.step)}
         )
     return state, records
+
+
+def _check_start(workdir: Path, resume: bool, warm_start: str | Path | None) -> bool:
+    """Refuse a start that would overwrite a run or cannot continue it.
+
+    Returns:
+        Whether ``workdir`` holds checkpoints.
+    """
+    ckdir = workdir / "checkpoints"
+    has_ckpt = ckpt.latest_epoch(ckdir) is not None
+    if warm_start is not None and has_ckpt:
+        raise ckpt.CheckpointError(
+            f"{workdir} has checkpoints; continue it with --resume (not --warm-start)."
+        )
+    if has_ckpt and not resume:
+        raise ckpt.CheckpointError(
+            f"{workdir} already holds a run; pass --resume to continue it "
+            "or choose another --workdir."
+        )
+    if resume and not has_ckpt and _read_metrics(workdir / "metrics.jsonl", 10**9):
+        exports = sorted((workdir / "exports").glob("epoch_[0-9][0-9][0-9]"))
+        hint = f" --warm-start {exports[-1]}" if exports else " --warm-start <an export>"
+        raise ckpt.CheckpointError(
+            f"{workdir} has metrics but no checkpoints in {ckdir} (checkpoints are not "
+            f"committed); continue from its exported weights with{hint}, or use a new "
+            "--workdir."
+        )
+    return has_ckpt
+
+
+def _write_config(
+    workdir: Path, cfg: Config, old: dict, warm_start: str | Path | None, argv: list[str] | None
+) -> None:
+    """Write ``config.json``: the config, devices, machine, and the run's history so far."""
+    warm_starts = list(old.get("warm_starts", []))
+    invocations = list(old.get("invocations", [])) + ([list(argv)] if argv else [])
+    atomic_json(
+        workdir / "config.json",
+        {
+            "config": cfg.to_dict(),
+            "devices": [str(d) for d in jax.devices()],
+            "machine": machine_info(),
+            **({"warm_starts": warm_starts} if warm_starts or warm_start else {}),
+            **({"invocations": invocations} if invocations else {}),
+        },
+    )
+
+
+def _record_warm_start(workdir: Path, warm_start: str | Path, epoch: int) -> None:
+    """Append a warm start to ``config.json``'s ``warm_starts``."""
+    cfg_json = ckpt.read_json(workdir / "config.json")
+    entry = {"from": str(warm_start), "epoch": epoch, "note": "Adam moments reset"}
+    warm_starts = [*cfg_json.get("warm_starts", []), entry]
+    atomic_json(workdir / "config.json", {**cfg_json, "warm_starts": warm_starts})
+
+
+def _run_epoch(
+    run_steps: Callable,
+    state: TrainState,
+    images: jax.Array,
+    idx: jax.Array,
+    key: jax.Array,
+    chunk_steps: int,
+    progress: bool,
+    label: str,
+    ckdir: Path,
+) -> tuple[TrainState, dict]:
+    """Run one epoch's steps in jitted chunks, with a progress bar and a NaN guard.
+
+    Returns:
+        The new state and the epoch's record: ``step``, step-weighted ``loss`` and
+        ``grad_norm``, per-chunk losses, ``epoch_s`` and ``images_per_s``.
+
+    Raises:
+        TrainingDiverged: If a loss is NaN or infinite (nothing of the epoch is saved).
+    """
+    from tqdm.auto import tqdm
+
+    steps, batch = idx.shape
+    t0 = time.perf_counter()
+    losses, gnorms, weights = [], [], []
+    bar = tqdm(total=steps, desc=label, disable=not progress, leave=False, mininterval=1.0)
+    for s0 in range(0, steps, chunk_steps):
+        state, m = run_steps(state, images, idx[s0 : s0 + chunk_steps], key)
+        loss = np.asarray(m["loss"])
+        if not np.all(np.isfinite(loss)):
+            bar.close()
+            last = ckpt.latest_epoch(ckdir)
+            raise TrainingDiverged(
+                f"loss became {loss[~np.isfinite(loss)][0]} in {label.split('/')[0]} "
+                f"(around step {int(state.step)}); stopped without saving. Last good "
+                f"checkpoint: {'epoch ' + str(last) if last is not None else 'none'} in "
+                f"{ckdir}. Lower --lr or set --grad-clip."
+            )
+        losses.append(float(loss.mean()))
+        gnorms.append(float(np.asarray(m["grad_norm"]).mean()))
+        weights.append(len(loss))
+        rate = (s0 + len(loss)) * batch / (time.perf_counter() - t0)
+        bar.update(len(loss))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", img_s=f"{rate:.0f}")
+    bar.close()
+    epoch_s = time.perf_counter() - t0
+    rec = {
+        "step": int(state.step),
+        "loss": float(np.average(losses, weights=weights)),
+        "grad_norm": float(np.average(gnorms, weights=weights)),
+        "chunk_loss": losses,
+        "epoch_s": epoch_s,
+        "images_per_s": steps * batch / epoch_s,
+    }
+    return state, rec
+
+
+def _export_epoch(workdir: Path, cfg: Config, state: TrainState, epoch: int) -> None:
+    """Export the EMA parameters after ``epoch`` (and, with an EMA, the raw ones too)."""
+    info = {"epoch": epoch, "step": int(state.step)}
+    name = workdir / "exports" / f"epoch_{epoch:03d}"
+    ckpt.export_params(name, cfg, state.ema_params, {**info, "weights": "ema"})
+    if cfg.train.ema_decay > 0:  # the raw weights too: EMA against none, same run
+        raw = name.with_name(name.name + "_raw")
+        ckpt.export_params(raw, cfg, state.params, {**info, "weights": "raw"})
 
 
 def load_run(

@@ -758,6 +758,8 @@ SETTING_NAMES = {
     "process.beta1": "beta_1",
     "process.beta2": "beta_T",
     "process.degradation": "degradation",
+    "process.prediction": "prediction",
+    "process.weighting": "loss weighting",
 }
 
 
@@ -1190,6 +1192,57 @@ class ReportBuilder:
             "rows": rows,
         }  # fmt: skip
 
+    def ablation_table(self) -> None:
+        """The recipe ablation (``study.json``'s ``ablation`` entry): one change per run.
+
+        The entry names the base run (``run``), its variants (``variants``: label -> run
+        folder) and the evaluation tag every run is judged by (``eval``). Table
+        ``ablation`` and numbers ``abl.<label>.{fd, fd_ci, recall, dfd, cpu_min}``.
+        """
+        entry = (_read_json(self.study.results_dir / "study.json", self.notes) or {}).get(
+            "ablation"
+        )
+        if not isinstance(entry, dict):
+            return
+        root = self.study.results_dir.parent
+        runs = {"base": entry.get("run"), **entry.get("variants", {})}
+        base_cfg, base_fd, rows = None, None, []
+        for label, rel in runs.items():
+            path = root / str(rel)
+            run = read_run_record(path, None, self.notes) if path.is_dir() else None
+            e = run.evals.get(entry.get("eval", "")) if run else None
+            if e is None:
+                self.notes.append(f"ablation {label}: no evaluation {entry.get('eval')} in {path}.")
+                continue
+            if label == "base":
+                base_cfg, base_fd = run.config, e.metrics["fd"]
+            last = run.records[-1] if run.records else {}
+            cpu_min = _div(last.get("cpu_s"), 60)
+            change = "; ".join(config_diff(base_cfg or {}, run.config)).replace("->", "→")
+            dfd = e.metrics["fd"] - base_fd if base_fd is not None else None
+            k = f"abl.{_key(label)}"
+            self.num.put(f"{k}.fd", e.metrics["fd"], _f(e.metrics["fd"], 1))
+            self.num.put(f"{k}.fd_ci", e.metrics.get("fd_ci"), _ci(e.metrics, "fd", 1))
+            self.num.put(f"{k}.recall", e.metrics.get("recall"), _f(e.metrics.get("recall"), 3))
+            self.num.put(f"{k}.dfd", dfd, _f(dfd, 1))
+            self.num.put(f"{k}.cpu_min", cpu_min, _f(cpu_min, 0))
+            rows.append(
+                [
+                    label,
+                    change or "–",
+                    str(last.get("epoch", "–")),
+                    _ci(e.metrics, "fd", 1),
+                    "–" if dfd is None or label == "base" else f"{dfd:+.1f}",
+                    _f(e.metrics.get("recall"), 3),
+                    _f(cpu_min, 0),
+                ]
+            )
+        self.tables["ablation"] = {
+            "header": ["run", "change from the base", "epochs", "FD [95% CI]", "ΔFD",
+                       "recall", "train CPU min"],
+            "rows": rows,
+        }  # fmt: skip
+
     def ttq_numbers(self) -> None:
         """Time to quality: training time at which each run first reaches each anchor's FD."""
         rows = []
@@ -1544,6 +1597,7 @@ class ReportBuilder:
         self.q2_table()
         self.cold_analysis()
         self.steps_table()
+        self.ablation_table()
         self.ttq_numbers()
         self.bench_numbers()
         self.figures()

@@ -1492,7 +1492,7 @@ class ReportBuilder:
             }
             for k in keys
         ]
-        self._fig("fidelity_epochs.png", plotting.plot_ci_panels, panels, ncol=3)
+        self._fig("fidelity_epochs.png", plotting.plot_ci_panels, panels, ncol=3, legend_below=True)
 
     def _steps_figure(self, plotting) -> None:
         fd, cost = {}, {}

@@ -485,11 +485,30 @@ def headline_eval(run: RunRecord) -> EvalRecord | None:
     )
 
 
-def epoch_series(run: RunRecord) -> list[EvalRecord]:
-    """Evaluations of one (sampler, steps, N) setting across epochs, sorted by epoch.
+def sampling_setting(e: EvalRecord) -> tuple:
+    """What an evaluation's samples depend on besides the weights' epoch and ``N``.
 
-    The setting is the one evaluated at the most distinct epochs (ties: the headline's
-    sampler, then more samples), so a fidelity-over-epochs curve never mixes samplers.
+    Args:
+        e: The evaluation.
+
+    Returns:
+        ``(sampler, steps, sample noise, eta, weights)``; evaluations with equal settings
+        may share a curve.
+    """
+    m = e.metrics
+    noise = m.get("noise") or 0.0
+    return (e.sampler, e.steps, noise, m.get("eta"), m.get("weights") or "ema")
+
+
+def epoch_series(run: RunRecord) -> list[EvalRecord]:
+    """Evaluations of one sampling setting across epochs, sorted by epoch.
+
+    The setting (:func:`sampling_setting`: sampler, steps, clipping, sample noise, eta and
+    raw or averaged weights) is the headline's sampler where it was evaluated at two epochs
+    or more, else the one evaluated at the most distinct epochs (ties: no sample noise, then
+    more steps), so a curve never mixes samplers. Where an epoch
+    was evaluated at several ``N``, the one nearest 1000 is used (ties: the larger), so
+    most points of a curve share ``N``.
 
     Args:
         run: The run.
@@ -498,20 +517,26 @@ def epoch_series(run: RunRecord) -> list[EvalRecord]:
         The evaluations (one per epoch), possibly empty.
     """
     groups: dict[tuple, dict[int, EvalRecord]] = {}
+
+    def rank(e: EvalRecord) -> tuple:
+        n = e.metrics.get("n") or 0
+        return (-abs(n - 1000), n)
+
     for e in run.evals.values():
         if e.epoch is None:
             continue
-        key = (e.sampler, e.steps, e.metrics.get("n"))
-        groups.setdefault(key, {})[e.epoch] = e
+        g = groups.setdefault(sampling_setting(e), {})
+        if e.epoch not in g or rank(e) > rank(g[e.epoch]):
+            g[e.epoch] = e
     if not groups:
         return []
     head = headline_eval(run)
     best = max(
         groups,
         key=lambda k: (
+            head is not None and k[0] == head.sampler and len(groups[k]) > 1,
             len(groups[k]),
-            head is not None and k[0] == head.sampler,
-            k[2] or 0,
+            k[2] == 0.0,
             k[1] or 0,
         ),
     )
@@ -1452,12 +1477,16 @@ class ReportBuilder:
     def _fidelity_figure(self, plotting) -> None:
         keys = ("fd", "kid", "precision", "recall", "class_tv", "nn_dist_ratio")
         series: dict[str, dict] = {k: {} for k in keys}
+        drawn: set[Path] = set()  # a run in two roles (q2_custom and best) is drawn once
         for name, run in self.study.runs.items():
             evs = epoch_series(run)
-            if not evs:
+            if not evs or run.path in drawn:
                 continue
+            drawn.add(run.path)
             ep = [e.epoch for e in evs]
-            lab = f"{run.display} ({_sampler_text(evs[0])}, N={evs[0].metrics.get('n')})"
+            ns = sorted({e.metrics.get("n") or 0 for e in evs})
+            n_text = f"N={ns[0]}" if len(ns) == 1 else f"N={ns[0]}-{ns[-1]}"
+            lab = f"{run.display} ({_sampler_text(evs[0])}, {n_text})"
             for k in keys:
                 if all(isinstance(e.metrics.get(k), int | float) for e in evs):
                     series[k][lab] = _with_ci(ep, evs, k)
@@ -1467,11 +1496,13 @@ class ReportBuilder:
             return
 
         def anchor_points(k: str) -> dict:
-            return {
-                KNOWN_ANCHORS.get(t, (t,))[0]: (a.epoch, a.metrics[k])
-                for t, a in sorted(self.study.anchors.items())
+            pts = sorted(
+                (a.epoch, a.metrics[k])
+                for a in self.study.anchors.values()
                 if a.epoch is not None and isinstance(a.metrics.get(k), int | float)
-            }
+            )
+            label = "PyTorch starter's own samples (1000-step ancestral, N=1000)"
+            return {label: ([p[0] for p in pts], [p[1] for p in pts])} if pts else {}
 
         labels = {
             "fd": "FD (95% CI)",

@@ -394,6 +394,24 @@ def test_clipped_ddim_is_its_own_sampler(tmp_path):
     assert R.manifest_sampler(["--sampler", "dpmpp", "--clip-x0", "data"], "x") == "dpmpp-clip-data"
 
 
+def test_epoch_series_never_mixes_sampling_settings(tmp_path):
+    run = _write_run(tmp_path, "melt", _config(), 4, 60.0)
+    cold = {"sampler": "cold2", "steps": 50}
+    _write_eval(run, "ep002_cold2", _metrics(50.0, (45.0, 55.0), epoch=2, **cold), False)
+    _write_eval(run, "ep004_cold2", _metrics(30.0, (27.0, 33.0), epoch=4, **cold), False)
+    big = _metrics(28.0, (27.0, 29.0), epoch=4, **cold) | {"n": 5000}
+    _write_eval(run, "ep004_cold2_n5000", big, False)
+    noisy = _metrics(45.0, (40.0, 50.0), epoch=4, noise=0.05, **cold)
+    _write_eval(run, "ep004_cold2_stoch", noisy, False)
+    raw = _metrics(70.0, (65.0, 75.0), epoch=4, weights="raw", **cold)
+    _write_eval(run, "ep004_cold2_raw", raw, False)
+    notes: list[str] = []
+    series = R.epoch_series(R.read_run_record(run, None, notes))
+    # sample noise and raw weights are other settings; N nearest 1000 wins at epoch 4
+    assert [e.tag for e in series] == ["ep002_cold2", "ep004_cold2"]
+    assert R.sampling_setting(series[0]) == ("cold2", 50, 0.0, None, "ema")
+
+
 def test_cold_analysis_tables_and_numbers(tmp_path):
     root = tmp_path / "results"
     cold = Config(

@@ -236,7 +236,8 @@ def plot_ci_panels(
     Each panel is a dict with ``series`` (label -> ``(x, y)`` or ``(x, y, lo, hi)``: points
     with an optional interval, drawn as error bars), and optionally ``xlabel``, ``ylabel``,
     ``title``, ``hlines`` (label -> y: reference levels drawn as dashed horizontal lines),
-    ``points`` (label -> ``(x, y)``: single reference markers), ``logx``, ``logy`` and
+    ``points`` (label -> ``(x, y)``, scalars or sequences: reference markers, one marker
+    style per label), ``logx``, ``logy`` and
     ``legend`` (default ``True``; series keep their colours across panels, so one legend
     can serve all).
 
@@ -279,7 +280,15 @@ def plot_ci_panels(
         for j, (label, yv) in enumerate(p.get("hlines", {}).items()):
             ax.axhline(yv, ls=styles[j % 3], lw=1, color="0.35", label=label)
         for j, (label, (xv, yv)) in enumerate(p.get("points", {}).items()):
-            ax.plot([xv], [yv], marker="*x+"[j % 3], ms=8, ls="none", color="k", label=label)
+            ax.plot(
+                np.atleast_1d(xv),
+                np.atleast_1d(yv),
+                marker="*x+"[j % 3],
+                ms=8,
+                ls="none",
+                color="k",
+                label=label,
+            )
         if p.get("logx"):
             ax.set_xscale("log")
         if p.get("logy"):

@@ -1555,9 +1555,11 @@ class ReportBuilder:
 
     def _ttq_figure(self, plotting) -> None:
         cpu, wall = {}, {}
+        drawn: set[Path] = set()  # a run in two roles (q2_custom and best) is drawn once
         for name, pts in self.series.get("ttq", {}).items():
-            if not pts:
+            if not pts or self.study.runs[name].path in drawn:
                 continue
+            drawn.add(self.study.runs[name].path)
             disp = self.study.runs[name].display
             lo = [p["fd_ci"][0] if p["fd_ci"] else None for p in pts]
             hi = [p["fd_ci"][1] if p["fd_ci"] else None for p in pts]
@@ -1570,23 +1572,28 @@ class ReportBuilder:
         if not wall:
             self.notes.append("no evaluated run with timed epochs: time_to_quality.png not drawn.")
             return
-        hl = {
-            f"{KNOWN_ANCHORS.get(t, (t,))[0]} (FD)": a.metrics["fd"]
-            for t, a in self.study.anchors.items()
+        hl = {  # the course's milestones: symbols (24) and digits (50)
+            f"{KNOWN_ANCHORS[t][0]} (FD)": a.metrics["fd"]
+            for t, a in sorted(self.study.anchors.items())
+            if t in KNOWN_ANCHORS and a.epoch in (24, 50)
         }
+        timed = sorted(
+            (w / 60, a.metrics["fd"], a.epoch)
+            for a in self.study.anchors.values()
+            if (w := self.anchor_wall_s(a.epoch)) is not None
+        )
         pts = {}
-        for t, a in self.study.anchors.items():
-            w = self.anchor_wall_s(a.epoch)
-            if w is not None:
-                pts[f"{KNOWN_ANCHORS.get(t, (t,))[0]} (its training time)"] = (
-                    w / 60,
-                    a.metrics["fd"],
-                )
+        if timed:
+            eps = ", ".join(str(e) for _, _, e in timed)
+            pts[f"PyTorch starter at its training time (epochs {eps})"] = (
+                [t[0] for t in timed],
+                [t[1] for t in timed],
+            )
         panels = [
             {"series": cpu, "hlines": hl, "xlabel": "training CPU minutes (process time)",
-             "ylabel": "FD (95% CI)", "logy": True},
+             "ylabel": "FD (95% CI)", "logy": True, "logx": True},
             {"series": wall, "hlines": hl, "points": pts, "xlabel": "training wall minutes",
-             "ylabel": "FD (95% CI)", "logy": True},
+             "ylabel": "FD (95% CI)", "logy": True, "logx": True},
         ]  # fmt: skip
         self._fig("time_to_quality.png", plotting.plot_ci_panels, panels, legend_below=True)
 

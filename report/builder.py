@@ -485,6 +485,42 @@ def headline_eval(run: RunRecord) -> EvalRecord | None:
     )
 
 
+def matched_pair(
+    a: RunRecord | None, b: RunRecord | None
+) -> tuple[EvalRecord | None, EvalRecord | None]:
+    """Both runs' headline evaluations at one ``N``, so that they compare like for like.
+
+    Where the headlines differ in ``N``, the one with more samples is replaced by its run's
+    evaluation of the same epoch and sampling setting at the other's ``N``, if recorded.
+
+    Args:
+        a: The first run (or ``None``).
+        b: The second run (or ``None``).
+
+    Returns:
+        ``(ea, eb)``: the evaluations (``None`` for a run without one).
+    """
+    ea = headline_eval(a) if a else None
+    eb = headline_eval(b) if b else None
+    if ea is None or eb is None:
+        return ea, eb
+    na, nb = ea.metrics.get("n"), eb.metrics.get("n")
+    if na == nb or not isinstance(na, int) or not isinstance(nb, int):
+        return ea, eb
+
+    def at_n(run: RunRecord, e: EvalRecord, n: int) -> EvalRecord:
+        same = [
+            o
+            for o in run.evals.values()
+            if o.epoch == e.epoch
+            and sampling_setting(o) == sampling_setting(e)
+            and o.metrics.get("n") == n
+        ]
+        return max(same, key=lambda o: o.tag) if same else e
+
+    return (at_n(a, ea, nb), eb) if na > nb else (ea, at_n(b, eb, na))
+
+
 def sampling_setting(e: EvalRecord) -> tuple:
     """What an evaluation's samples depend on besides the weights' epoch and ``N``.
 
@@ -1086,6 +1122,16 @@ class ReportBuilder:
         }  # fmt: skip
         self._write("evals.json", evals_json)
         heads = {n: headline_eval(r) for n, r in self.study.runs.items()}
+        runs = self.study.runs
+        matched = {  # two runs compare at equal N where both were evaluated there
+            label: matched_pair(runs.get(a), runs.get(b))
+            for label, (a, b) in {"q1": ("q1_alt", "q1_default"),
+                                  "q2": ("q2_custom", "q2_gaussian")}.items()
+        }  # fmt: skip
+        for label, pair in matched.items():
+            for side, e in zip(("a", "b"), pair, strict=True):
+                if e is not None:
+                    self.num.eval_metrics(f"pair.{label}.{side}", e)
         pairs = {
             "q1": ("q1_alt", "q1_default"),
             "q2": ("q2_custom", "q2_gaussian"),
@@ -1096,8 +1142,9 @@ class ReportBuilder:
         anchors = {**self.study.anchors, **self.study.anchor_extra}
         heads.update({f"anchor:{t}": e for t, e in anchors.items()})
         for label, (a, b) in pairs.items():
+            ea, eb = matched.get(label, (heads.get(a), heads.get(b)))
             for key in ("fd", "kid"):
-                c = compare(heads.get(a), heads.get(b), key)
+                c = compare(ea, eb, key)
                 if c is None:
                     continue
                 p = f"cmp.{label}.{key}"
@@ -1116,9 +1163,11 @@ class ReportBuilder:
     def q2_table(self) -> None:
         """Side-by-side comparison of the cold run and the Gaussian run, with sampling cost."""
         rows = []
-        for name in ("q2_gaussian", "q2_custom"):
+        custom, gaussian = matched_pair(
+            self.study.runs.get("q2_custom"), self.study.runs.get("q2_gaussian")
+        )
+        for name, e in (("q2_gaussian", gaussian), ("q2_custom", custom)):
             run = self.study.runs.get(name)
-            e = headline_eval(run) if run else None
             if e is None:
                 continue
             m = e.metrics

@@ -412,6 +412,23 @@ def test_epoch_series_never_mixes_sampling_settings(tmp_path):
     assert R.sampling_setting(series[0]) == ("cold2", 50, 0.0, None, "ema")
 
 
+def test_matched_pair_compares_two_runs_at_one_n(tmp_path):
+    a = _write_run(tmp_path, "a", _config(), 4, 60.0)
+    b = _write_run(tmp_path, "b", _config(), 4, 60.0)
+    cold = {"epoch": 4, "sampler": "cold2", "steps": 50}
+    _write_eval(a, "ep004_cold2", _metrics(13.0, (11.0, 15.0), **cold), False)
+    _write_eval(a, "ep004_cold2_n10000", _metrics(12.0, (11.5, 12.5), **cold) | {"n": 10000}, False)
+    _write_eval(b, "ep004_cold2", _metrics(20.0, (18.0, 22.0), **cold), False)
+    notes: list[str] = []
+    ra, rb = (R.read_run_record(r, None, notes) for r in (a, b))
+    assert R.headline_eval(ra).tag == "ep004_cold2_n10000"  # alone, the most samples
+    ea, eb = R.matched_pair(ra, rb)
+    assert (ea.tag, eb.tag) == ("ep004_cold2", "ep004_cold2")
+    ea, eb = R.matched_pair(rb, ra)  # either order
+    assert (ea.tag, eb.tag) == ("ep004_cold2", "ep004_cold2")
+    assert R.matched_pair(ra, None) == (R.headline_eval(ra), None)
+
+
 def test_cold_analysis_tables_and_numbers(tmp_path):
     root = tmp_path / "results"
     cold = Config(

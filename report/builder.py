@@ -374,6 +374,9 @@ def clipped_name(sampler: str | None, clip: Any) -> str | None:
     return f"{sampler}-clip-data" if clip == "data" else f"{sampler}-clip"
 
 
+STUDY_EXTRAS = ("ablation", "short")  # study.json entries that group runs rather than name a role
+
+
 def read_manifest(results_dir: Path, notes: list[str]) -> dict[str, tuple[Path, str]]:
     """Read ``study.json``: role -> (run folder, headline sampler).
 
@@ -394,7 +397,7 @@ def read_manifest(results_dir: Path, notes: list[str]) -> dict[str, tuple[Path, 
     out: dict[str, tuple[Path, str]] = {}
     defaults = {r.name: r.sampler for r in KNOWN_RUNS}
     for role, entry in (data or {}).items():
-        if role.startswith("_"):
+        if role.startswith("_") or role in STUDY_EXTRAS:
             continue
         if not isinstance(entry, dict) or not isinstance(entry.get("run"), str):
             notes.append(f"{path}: role {role} has no 'run' folder; ignored.")
@@ -1317,6 +1320,32 @@ class ReportBuilder:
             "rows": rows,
         }  # fmt: skip
 
+    def short_runs_numbers(self) -> None:
+        """Short runs against a time budget (``study.json``'s ``short`` entry).
+
+        The entry maps labels to run folders (``runs``). Numbers
+        ``short.<label>.{fd, fd_ci, n, train_min, images}``: each run's headline evaluation,
+        its training wall minutes (compilation included) and the images it trained on.
+        """
+        entry = (_read_json(self.study.results_dir / "study.json", self.notes) or {}).get("short")
+        if not isinstance(entry, dict):
+            return
+        root = self.study.results_dir.parent
+        for label, rel in entry.get("runs", {}).items():
+            path = root / str(rel)
+            run = read_run_record(path, None, self.notes) if path.is_dir() else None
+            e = headline_eval(run) if run else None
+            if e is None or not run.records:
+                self.notes.append(f"short run {label}: no run or evaluation in {path}.")
+                continue
+            train = run.config.get("train", {})
+            images = (train.get("limit") or 60000) * run.records[-1].get("epoch", 0)
+            minutes = _div(run.records[-1].get("wall_s"), 60)
+            k = f"short.{_key(label)}"
+            self.num.eval_metrics(k, e)
+            self.num.put(f"{k}.train_min", minutes, _f(minutes, 1))
+            self.num.put(f"{k}.images", images, f"{images:,}")
+
     def ttq_numbers(self) -> None:
         """Time to quality: training time at which each run first reaches each anchor's FD."""
         rows = []
@@ -1685,6 +1714,7 @@ class ReportBuilder:
         self.cold_analysis()
         self.steps_table()
         self.ablation_table()
+        self.short_runs_numbers()
         self.ttq_numbers()
         self.bench_numbers()
         self.figures()

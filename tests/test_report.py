@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -329,6 +330,13 @@ def test_count_words_on_a_snippet():
 def test_report_source_within_the_word_limit():
     words = R.count_words((REPO / "report" / "report.typ").read_text())
     assert 500 < words <= R.WORD_LIMIT
+
+
+def test_report_source_keeps_semicolons_after_numbers():
+    # In Typst markup `#num("k");` ends the call and swallows the semicolon; write `\;`.
+    src = (REPO / "report" / "report.typ").read_text()
+    bad = [m.group(0) for m in re.finditer(r'#[a-z]+\("[^"]*"\);', src)]
+    assert not bad, f"semicolons Typst would swallow: {bad}"
 
 
 def test_pdf_compiles_from_the_synthetic_tree(built, tmp_path):

@@ -545,9 +545,8 @@ def epoch_series(run: RunRecord) -> list[EvalRecord]:
     The setting (:func:`sampling_setting`: sampler, steps, clipping, sample noise, eta and
     raw or averaged weights) is the headline's sampler where it was evaluated at two epochs
     or more, else the one evaluated at the most distinct epochs (ties: no sample noise, then
-    more steps), so a curve never mixes samplers. Where an epoch
-    was evaluated at several ``N``, the one nearest 1000 is used (ties: the larger), so
-    most points of a curve share ``N``.
+    more steps), so a curve never mixes samplers. Where an epoch was evaluated at several
+    ``N``, the one nearest 1000 is used (ties: the larger), so most points share ``N``.
 
     Args:
         run: The run.
@@ -1125,16 +1124,6 @@ class ReportBuilder:
         }  # fmt: skip
         self._write("evals.json", evals_json)
         heads = {n: headline_eval(r) for n, r in self.study.runs.items()}
-        runs = self.study.runs
-        matched = {  # two runs compare at equal N where both were evaluated there
-            label: matched_pair(runs.get(a), runs.get(b))
-            for label, (a, b) in {"q1": ("q1_alt", "q1_default"),
-                                  "q2": ("q2_custom", "q2_gaussian")}.items()
-        }  # fmt: skip
-        for label, pair in matched.items():
-            for side, e in zip(("a", "b"), pair, strict=True):
-                if e is not None:
-                    self.num.eval_metrics(f"pair.{label}.{side}", e)
         pairs = {
             "q1": ("q1_alt", "q1_default"),
             "q2": ("q2_custom", "q2_gaussian"),
@@ -1144,8 +1133,15 @@ class ReportBuilder:
         }
         anchors = {**self.study.anchors, **self.study.anchor_extra}
         heads.update({f"anchor:{t}": e for t, e in anchors.items()})
+        runs = self.study.runs
         for label, (a, b) in pairs.items():
-            ea, eb = matched.get(label, (heads.get(a), heads.get(b)))
+            if a in runs and b in runs:  # two runs compare at equal N where both have it
+                ea, eb = matched_pair(runs[a], runs[b])
+                for side, e in (("a", ea), ("b", eb)):
+                    if e is not None:
+                        self.num.eval_metrics(f"pair.{label}.{side}", e)
+            else:
+                ea, eb = heads.get(a), heads.get(b)
             for key in ("fd", "kid"):
                 c = compare(ea, eb, key)
                 if c is None:
@@ -1276,10 +1272,8 @@ class ReportBuilder:
         folder) and the evaluation tag every run is judged by (``eval``). Table
         ``ablation`` and numbers ``abl.<label>.{fd, fd_ci, recall, dfd, cpu_min}``.
         """
-        entry = (_read_json(self.study.results_dir / "study.json", self.notes) or {}).get(
-            "ablation"
-        )
-        if not isinstance(entry, dict):
+        entry = self._study_entry("ablation")
+        if entry is None:
             return
         root = self.study.results_dir.parent
         runs = {"base": entry.get("run"), **entry.get("variants", {})}
@@ -1320,6 +1314,11 @@ class ReportBuilder:
             "rows": rows,
         }  # fmt: skip
 
+    def _study_entry(self, name: str) -> dict | None:
+        """``study.json``'s entry ``name`` (one of :data:`STUDY_EXTRAS`), if it is a mapping."""
+        entry = (_read_json(self.study.results_dir / "study.json", self.notes) or {}).get(name)
+        return entry if isinstance(entry, dict) else None
+
     def short_runs_numbers(self) -> None:
         """Short runs against a time budget (``study.json``'s ``short`` entry).
 
@@ -1327,8 +1326,8 @@ class ReportBuilder:
         ``short.<label>.{fd, fd_ci, n, train_min, images}``: each run's headline evaluation,
         its training wall minutes (compilation included) and the images it trained on.
         """
-        entry = (_read_json(self.study.results_dir / "study.json", self.notes) or {}).get("short")
-        if not isinstance(entry, dict):
+        entry = self._study_entry("short")
+        if entry is None:
             return
         root = self.study.results_dir.parent
         for label, rel in entry.get("runs", {}).items():
@@ -1548,6 +1547,16 @@ class ReportBuilder:
                 title="the starter recipe at matched epochs: jaxdiff and PyTorch (16 samples each)",
             )
 
+    def _distinct_runs(self) -> list[tuple[str, RunRecord]]:
+        """The study's (role, run) pairs, each run folder once (best may be q2_custom's run)."""
+        seen: set[Path] = set()
+        out = []
+        for name, run in self.study.runs.items():
+            if run.path not in seen:
+                seen.add(run.path)
+                out.append((name, run))
+        return out
+
     def _fig(self, fname: str, fn, *args, **kwargs) -> None:
         fn(*args, path=self.fig_dir / fname, **kwargs)
         self.figs.append(fname)
@@ -1555,12 +1564,10 @@ class ReportBuilder:
     def _fidelity_figure(self, plotting) -> None:
         keys = ("fd", "kid", "precision", "recall", "class_tv", "nn_dist_ratio")
         series: dict[str, dict] = {k: {} for k in keys}
-        drawn: set[Path] = set()  # a run in two roles (q2_custom and best) is drawn once
-        for name, run in self.study.runs.items():
+        for name, run in self._distinct_runs():
             evs = epoch_series(run)
-            if not evs or run.path in drawn:
+            if not evs:
                 continue
-            drawn.add(run.path)
             ep = [e.epoch for e in evs]
             ns = sorted({e.metrics.get("n") or 0 for e in evs})
             n_text = f"N={ns[0]}" if len(ns) == 1 else f"N={ns[0]}-{ns[-1]}"
@@ -1633,11 +1640,10 @@ class ReportBuilder:
 
     def _ttq_figure(self, plotting) -> None:
         cpu, wall = {}, {}
-        drawn: set[Path] = set()  # a run in two roles (q2_custom and best) is drawn once
+        distinct = dict(self._distinct_runs())
         for name, pts in self.series.get("ttq", {}).items():
-            if not pts or self.study.runs[name].path in drawn:
+            if not pts or name not in distinct:
                 continue
-            drawn.add(self.study.runs[name].path)
             disp = self.study.runs[name].display
             lo = [p["fd_ci"][0] if p["fd_ci"] else None for p in pts]
             hi = [p["fd_ci"][1] if p["fd_ci"] else None for p in pts]

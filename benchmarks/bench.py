@@ -22,7 +22,8 @@ child process; the driver times the cases round-robin (each jaxdiff case right n
 PyTorch peer, after ``--pause`` seconds of idle) over ``--rounds`` rounds and reports the
 median of each, so load from other processes affects both sides alike. Each line with a
 ratio reads ``ratio = jaxdiff / PyTorch`` (higher is better for jaxdiff), with the range of
-the per-round ratios.
+the per-round ratios. A last line per quantity puts each library's fastest precision against
+the other's ("best against best", e.g. jaxdiff fp32 against PyTorch's autocast).
 
 Fairness settings, both on by default: both processes get the same glibc allocator settings
 (``jaxdiff.app.allocator.MALLOC_ENV``; the jaxdiff side applies them itself), and PyTorch runs with
@@ -187,6 +188,41 @@ def gflops(name: str, ips: float) -> float:
     if name.endswith("train"):
         return ips * TRAIN_GFLOP_PER_IMG
     return ips * 100 * FWD_GFLOP_PER_IMG
+
+
+def best_against_best(cases: dict, whats) -> dict:
+    """Each library's fastest precision against the other's, per measured quantity.
+
+    Args:
+        cases: ``{"jaxdiff fp32 train": {"images_per_s": ...}, ...}`` as in the results.
+        whats: The quantities measured (``"train"``, ``"sample"``).
+
+    Returns:
+        ``{what: {"jaxdiff": prec, "jaxdiff_images_per_s": ..., "torch": prec,
+        "torch_images_per_s": ..., "ratio": jaxdiff / torch}}`` for every quantity both
+        libraries measured.
+    """
+    out = {}
+    for what in whats:
+        best = {}
+        for lib in ("jaxdiff", "torch"):
+            mine = {
+                name.split()[1]: c["images_per_s"]
+                for name, c in cases.items()
+                if name.split()[0] == lib and name.endswith(what)
+            }
+            if mine:
+                best[lib] = max(mine.items(), key=lambda kv: kv[1])
+        if len(best) == 2:
+            (jp, jv), (tp, tv) = best["jaxdiff"], best["torch"]
+            out[what] = {
+                "jaxdiff": jp,
+                "jaxdiff_images_per_s": jv,
+                "torch": tp,
+                "torch_images_per_s": tv,
+                "ratio": jv / tv,
+            }
+    return out
 
 
 def parse_args(argv=None):
@@ -377,6 +413,12 @@ def main(argv=None) -> dict:
                     f"(rounds {pair[0]:.2f}..{pair[-1]:.2f}; jaxdiff {cj['gflops']:.0f} GFLOP/s, "
                     f"{100 * cj['ceiling_share']:.0f}% of ceiling)"
                 )
+    results["best_against_best"] = best_against_best(results["cases"], args.what)
+    for what, b in results["best_against_best"].items():
+        print(
+            f"{what:6s} best against best: jaxdiff {b['jaxdiff']} {b['jaxdiff_images_per_s']:.1f}"
+            f" vs torch {b['torch']} {b['torch_images_per_s']:.1f} -> ratio {b['ratio']:.2f}"
+        )
     print(
         f"load average (1, 5, 15 min) before the run: {load_before}, "
         f"after: {results['config']['load_avg']}"

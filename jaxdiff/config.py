@@ -25,6 +25,7 @@ class ModelConfig:
         precision: ``"fp32"`` or ``"bf16"`` (bf16 compute, fp32 parameters and accumulation).
         conv_impl: Convolution implementation name (see :mod:`jaxdiff.ops`).
         attention: UNet: self-attention at the lowest resolution.
+        res_blocks: UNet: residual blocks per level on each path (depth).
     """
 
     name: str = "cnn"
@@ -35,6 +36,7 @@ class ModelConfig:
     precision: str = "fp32"
     conv_impl: str = "auto"
     attention: bool = False
+    res_blocks: int = 1
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class ProcessConfig:
     Attributes:
         kind: ``"ddpm"`` (Gaussian noise) or ``"cold"`` (restoration).
         T: Number of diffusion / degradation steps.
-        schedule: DDPM beta schedule, ``"linear"`` or ``"cosine"``.
+        schedule: DDPM beta schedule, ``"linear"``, ``"cosine"`` or ``"sigmoid"``.
         beta1: First beta of the linear schedule.
         beta2: Last beta of the linear schedule.
         prediction: DDPM: the network's target, ``"eps"`` (the starter) or ``"v"``.

@@ -72,11 +72,53 @@ def cosine(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> Schedule
         raise ValueError(f"T must be at least 2, got {T}.")
     t = jnp.arange(T + 1, dtype=jnp.float64 if jax.config.x64_enabled else jnp.float32)
     f = jnp.cos((t / T + s) / (1 + s) * jnp.pi / 2) ** 2
-    ab = f / f[0]
+    return _from_alpha_bar(f / f[0], max_beta)
+
+
+def _from_alpha_bar(ab: jax.Array, max_beta: float) -> Schedule:
+    """Betas from a continuous ``alpha_bar`` table (clipped), then ``alpha_bar`` from them."""
     beta = jnp.clip(1.0 - ab[1:] / ab[:-1], 0.0, max_beta)
     beta = jnp.concatenate([beta[:1], beta]).astype(jnp.float32)
     alpha_bar = jnp.exp(jnp.cumsum(jnp.log1p(-beta)))
     return Schedule(beta=beta, alpha_bar=alpha_bar)
+
+
+def sigmoid(
+    T: int = 1000,  # noqa: N803
+    start: float = -3.0,
+    end: float = 3.0,
+    tau: float = 1.0,
+    max_beta: float = 0.999,
+) -> Schedule:
+    """The sigmoid schedule of Jabri et al. (2022) and Chen (2023), on the ``t = 0..T`` grid.
+
+    ``alpha_bar(t) = (v_end - sig((u (end - start) + start) / tau)) / (v_end - v_start)`` with
+    ``u = t / T``, ``v_start = sig(start / tau)``, ``v_end = sig(end / tau)``: 1 at ``t = 0``,
+    0 at ``t = T`` (clipped to ``1e-9``; Chen's code defaults). Betas follow
+    as for :func:`cosine` (``beta_t = 1 - alpha_bar(t) / alpha_bar(t - 1)`` clipped to
+    ``max_beta``, ``beta_0`` set to the first step's).
+
+    Args:
+        T: Number of diffusion steps.
+        start: Left end of the sigmoid's input range.
+        end: Right end of the sigmoid's input range.
+        tau: Temperature (smaller: steeper in the middle).
+        max_beta: Upper clip of ``beta_t``.
+
+    Returns:
+        The :class:`Schedule`, with ``alpha_bar`` recomputed from the clipped betas.
+
+    Raises:
+        ValueError: If ``T < 2``, ``start >= end`` or ``tau <= 0``.
+    """
+    if T < 2:
+        raise ValueError(f"T must be at least 2, got {T}.")
+    if not start < end or not tau > 0:
+        raise ValueError(f"need start < end and tau > 0, got {start}, {end}, {tau}.")
+    u = jnp.arange(T + 1, dtype=jnp.float64 if jax.config.x64_enabled else jnp.float32) / T
+    v_start, v_end = jax.nn.sigmoid(start / tau), jax.nn.sigmoid(end / tau)
+    ab = (v_end - jax.nn.sigmoid((u * (end - start) + start) / tau)) / (v_end - v_start)
+    return _from_alpha_bar(jnp.clip(ab, 1e-9, 1.0), max_beta)
 
 
 def make_schedule(
@@ -88,7 +130,7 @@ def make_schedule(
     """Build a schedule by name.
 
     Args:
-        name: ``"linear"`` (the starter's) or ``"cosine"``.
+        name: ``"linear"`` (the starter's), ``"cosine"`` or ``"sigmoid"``.
         T: Number of diffusion steps.
         beta1: First beta of the linear schedule.
         beta2: Last beta of the linear schedule.
@@ -103,7 +145,9 @@ def make_schedule(
         return linear(beta1, beta2, T)
     if name == "cosine":
         return cosine(T)
-    raise ValueError(f"unknown schedule {name!r}; use 'linear' or 'cosine'.")
+    if name == "sigmoid":
+        return sigmoid(T)
+    raise ValueError(f"unknown schedule {name!r}; use 'linear', 'cosine' or 'sigmoid'.")
 
 
 def q_sample(sched: Schedule, x0: jax.Array, t: jax.Array, eps: jax.Array) -> jax.Array:

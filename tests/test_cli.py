@@ -141,6 +141,10 @@ def test_bad_flags_give_one_clear_error(tmp_path):
     assert r.returncode == 2 and "--beta1 < --beta2" in r.stderr
     r = _run(["experiments/ddpm.py", "--warmup-steps", "10", "--workdir", str(tmp_path)])
     assert r.returncode == 2 and "--warmup-steps needs --lr-schedule cosine" in r.stderr
+    r = _run(["experiments/ddpm.py", "--res-blocks", "2", "--workdir", str(tmp_path)])
+    assert r.returncode == 2 and "add --model unet" in r.stderr
+    r = _run(["experiments/ddpm.py", "--model", "unet", "--res-blocks", "0"])
+    assert r.returncode == 2 and "--res-blocks" in r.stderr and "Traceback" not in r.stderr
     (tmp_path / "empty").mkdir()  # a folder without MNIST: the loader names the files
     r = _run(
         [

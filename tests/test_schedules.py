@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdiff.schedules import cosine, linear, make_schedule, q_sample
+from jaxdiff.schedules import cosine, linear, make_schedule, q_sample, sigmoid
 
 
 def test_linear_matches_closed_form():
@@ -26,6 +26,24 @@ def test_cosine_is_monotone_and_bounded():
     assert np.all(np.diff(ab) < 0)
     assert 0 < ab[-1] < 1e-3 and ab[0] > 0.999
     assert np.all((np.asarray(s.beta) > 0) & (np.asarray(s.beta) <= 0.999))
+
+
+def test_sigmoid_matches_closed_form_where_unclipped():
+    T, start, end, tau = 1000, -3.0, 3.0, 1.0  # noqa: N806
+    s = sigmoid(T, start, end, tau)
+    u = np.arange(T + 1) / T
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    ab = (sig(end / tau) - sig((u * (end - start) + start) / tau)) / (
+        sig(end / tau) - sig(start / tau)
+    )
+    got = np.asarray(s.alpha_bar)
+    # alpha_bar is rebuilt from the betas: beta_0 repeats beta_1, so got = ab * (1 - beta_1)
+    np.testing.assert_allclose(got[1:900], ab[1:900] * (1 - float(s.beta[0])), rtol=2e-3)
+    assert np.all(np.diff(got) < 0) and got[-1] < 1e-6
+    assert np.all((np.asarray(s.beta) > 0) & (np.asarray(s.beta) <= 0.999))
+    assert make_schedule("sigmoid", T=T).alpha_bar.shape == (T + 1,)
+    with pytest.raises(ValueError, match="start < end"):
+        sigmoid(T, 3.0, -3.0)
 
 
 @pytest.mark.parametrize(

@@ -189,6 +189,8 @@ def test_timestep_embedding_closed_form():
 def test_factory_builds_unet():
     m = build_model(ModelConfig(name="unet", hidden=(8, 16, 16), precision="bf16"))
     assert isinstance(m, UNet) and m.dtype == jnp.bfloat16 and m.hidden == (8, 16, 16)
+    deep = build_model(ModelConfig(name="unet", hidden=(8, 16, 16), attention=True, res_blocks=2))
+    assert deep.num_res_blocks == 2 and deep.attention
 
 
 def test_errors():

@@ -121,10 +121,16 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
         "config.json records what it resolved to), xla (the reference), fast, loopsafe",
     )
     m.add_argument("--attention", action="store_true", help="UNet: attention at 7x7")
+    m.add_argument(
+        "--res-blocks",
+        type=_positive(int),
+        default=1,
+        help="UNet: residual blocks per level on each path (depth)",
+    )
     q = p.add_argument_group("process")
     q.add_argument("--T", type=_positive(int), default=1000 if kind == "ddpm" else None)
     if kind == "ddpm":
-        q.add_argument("--schedule", choices=("linear", "cosine"), default="linear")
+        q.add_argument("--schedule", choices=("linear", "cosine", "sigmoid"), default="linear")
         q.add_argument("--beta1", type=float, default=1e-4)
         q.add_argument("--beta2", type=float, default=0.02)
         _choice(q, "--prediction", ("eps", "v"), "the network's target: eps (the starter) or v")
@@ -212,6 +218,8 @@ def config_from_args(
         parser.error("--warmup-steps needs --lr-schedule cosine")
     if args.kernel_size % 2 == 0:
         parser.error(f"--kernel-size must be odd (same padding), got {args.kernel_size}")
+    if args.model == "cnn" and (args.attention or args.res_blocks != 1):
+        parser.error("--attention and --res-blocks shape the UNet; add --model unet")
     from jaxdiff.ops import available_convs, resolve_conv_impl
 
     if args.conv_impl not in available_convs():
@@ -224,6 +232,7 @@ def config_from_args(
         precision=args.precision,
         conv_impl=resolve_conv_impl(args.conv_impl),
         attention=args.attention,
+        res_blocks=args.res_blocks,
     )
     if kind == "ddpm":
         if not 0.0 < args.beta1 < args.beta2 < 1.0:

@@ -39,6 +39,10 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         from jaxdiff.models.unet import UNet
 
         return UNet(
-            hidden=tuple(cfg.hidden), attention=cfg.attention, dtype=dtype, conv_impl=cfg.conv_impl
+            hidden=tuple(cfg.hidden),
+            attention=cfg.attention,
+            dtype=dtype,
+            conv_impl=cfg.conv_impl,
+            num_res_blocks=cfg.res_blocks,
         )
     raise ValueError(f"unknown model {cfg.name!r}; use 'cnn' or 'unet'.")

@@ -788,6 +788,7 @@ def config_diff(
     Returns:
         One ``"section.key a -> b"`` string per differing setting, sorted.
     """
+    base, other = _with_defaults(base), _with_defaults(other)
     out = []
     for sec in sorted(set(base) | set(other)):
         a, b = base.get(sec, {}), other.get(sec, {})
@@ -797,6 +798,23 @@ def config_diff(
             fa, fb = (_setting_text(v) for v in (a.get(k), b.get(k)))
             out.append(f"{SETTING_NAMES.get(f'{sec}.{k}', f'{sec}.{k}')} {fa} -> {fb}")
     return out
+
+
+def _with_defaults(cfg: dict) -> dict:
+    """``cfg`` with the settings it predates filled in from :class:`jaxdiff.config.Config`.
+
+    A config written before a setting existed ran with its default, so it must not read as
+    a change. A dict that is not a whole config is returned as it is.
+    """
+    from jaxdiff.config import Config
+
+    try:
+        full = Config.from_dict(cfg).to_dict()
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return cfg
+    return {sec: {**full.get(sec, {}), **sub} for sec, sub in cfg.items()} | {
+        sec: sub for sec, sub in full.items() if sec not in cfg
+    }
 
 
 #: Readable names of config settings (for :func:`config_diff`).
@@ -816,6 +834,7 @@ SETTING_NAMES = {
     "model.precision": "precision",
     "model.conv_impl": "convolution",
     "model.attention": "attention",
+    "model.res_blocks": "residual blocks per level",
     "process.kind": "process",
     "process.schedule": "noise schedule",
     "process.beta1": "beta_1",
@@ -1269,8 +1288,10 @@ class ReportBuilder:
         """The recipe ablation (``study.json``'s ``ablation`` entry): one change per run.
 
         The entry names the base run (``run``), its variants (``variants``: label -> run
-        folder) and the evaluation tag every run is judged by (``eval``). Table
-        ``ablation`` and numbers ``abl.<label>.{fd, fd_ci, recall, dfd, cpu_min}``.
+        folder, or ``{"run", "eval", "change"}`` for a change that is not in the config,
+        e.g. the base run's raw weights under its own evaluation tag) and the evaluation tag
+        every run is judged by (``eval``). Table ``ablation`` and numbers
+        ``abl.<label>.{fd, fd_ci, recall, dfd, cpu_min}``.
         """
         entry = self._study_entry("ablation")
         if entry is None:
@@ -1279,17 +1300,19 @@ class ReportBuilder:
         runs = {"base": entry.get("run"), **entry.get("variants", {})}
         base_cfg, base_fd, rows = None, None, []
         for label, rel in runs.items():
-            path = root / str(rel)
+            spec = rel if isinstance(rel, dict) else {"run": rel}
+            path, tag = root / str(spec.get("run")), spec.get("eval", entry.get("eval", ""))
             run = read_run_record(path, None, self.notes) if path.is_dir() else None
-            e = run.evals.get(entry.get("eval", "")) if run else None
+            e = run.evals.get(tag) if run else None
             if e is None:
-                self.notes.append(f"ablation {label}: no evaluation {entry.get('eval')} in {path}.")
+                self.notes.append(f"ablation {label}: no evaluation {tag} in {path}.")
                 continue
             if label == "base":
                 base_cfg, base_fd = run.config, e.metrics["fd"]
             last = run.records[-1] if run.records else {}
             cpu_min = _div(last.get("cpu_s"), 60)
-            change = "; ".join(config_diff(base_cfg or {}, run.config)).replace("->", "→")
+            change = spec.get("change") or "; ".join(config_diff(base_cfg or {}, run.config))
+            change = change.replace("->", "→")
             dfd = e.metrics["fd"] - base_fd if base_fd is not None else None
             k = f"abl.{_key(label)}"
             self.num.put(f"{k}.fd", e.metrics["fd"], _f(e.metrics["fd"], 1))

@@ -490,3 +490,34 @@ def test_a_source_that_does_not_compile_is_one_clear_error(tmp_path):
     (tmp_path / "report.typ").write_text("#let x = (\n")
     with pytest.raises(ValueError, match="report.typ does not compile"):
         R.compile_pdf(tmp_path)
+
+
+def test_ablation_rows_from_study_json_with_a_variant_judged_by_its_own_tag(tmp_path):
+    root = tmp_path / "results"
+    base = _write_run(root, "base", _config(), 2, 60.0)
+    lr = _write_run(root, "lr", _config(lr=2e-3), 2, 60.0)
+    _write_eval(base, "ep002_x", _metrics(100.0, (95.0, 105.0)), False)
+    _write_eval(base, "ep002_x_raw", _metrics(96.0, (91.0, 101.0)), False)
+    _write_eval(lr, "ep002_x", _metrics(80.0, (75.0, 85.0)), False)
+    variants = {
+        "lr 2e-3": "results/lr",
+        "raw weights": {"run": "results/base", "eval": "ep002_x_raw", "change": "no EMA"},
+        "missing": "results/gone",
+    }
+    ablation = {"run": "results/base", "eval": "ep002_x", "variants": variants}
+    (root / "study.json").write_text(json.dumps({"ablation": ablation}))
+    out = tmp_path / "report"
+    summary = R.build_report_data(root, out)
+    rows = json.loads((out / "data" / "tables.json").read_text())["ablation"]["rows"]
+    assert [r[0] for r in rows] == ["base", "lr 2e-3", "raw weights"]
+    assert rows[2][1] == "no EMA" and rows[2][4] == "-4.0"
+    assert rows[1][1] == "learning rate 0.0002 → 0.002" and rows[1][4] == "-20.0"
+    assert any("ablation missing" in n for n in summary["notes"])
+
+
+def test_config_diff_reads_a_setting_a_config_predates_as_its_default():
+    old = {"model": {"name": "unet"}, "train": {"lr": 1e-3}}
+    new = {"model": {"name": "unet", "res_blocks": 1}, "train": {"lr": 1e-3}}
+    assert R.config_diff(old, new) == []
+    deep = {"model": {"name": "unet", "res_blocks": 2}, "train": {"lr": 1e-3}}
+    assert R.config_diff(old, deep) == ["residual blocks per level 1 -> 2"]

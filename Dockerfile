@@ -25,6 +25,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MPLBACKEND=Agg \
     JAXDIFF_DATA_DIR=/data
 
+# g++ compiles jaxdiff's oneDNN convolution kernels on first use (jaxdiff.onednn); without
+# it conv_impl "auto" falls back to XLA's own convolution for the small kernels.
+RUN apt-get update && apt-get install -y --no-install-recommends g++ \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
 COPY . /app
 RUN JAX_EXTRA="${JAX_EXTRA}" PYTHON=python bash scripts/install.sh "${EXTRAS}"

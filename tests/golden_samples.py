@@ -41,6 +41,30 @@ ARRAYS = RECORD.with_suffix(".npz")
 ATOL = {"ddim4_clip": 2e-3, "cold2_4_degraded": 1e-4, "cold2_4_fitted": 1e-4, "ancestral": 1e-4}
 
 
+#: Allowed differences for bfloat16 models between hosts of different instruction sets
+#: (:func:`isa`): XLA:CPU vectorises bf16 rounding differently with and without AVX-512, and
+#: 4 clipped DDIM steps amplify it. Measured (2026-12-04, records from AVX-512 hosts redrawn on
+#: an AVX2-only host, same code): largest absolute difference 5.3e-2 (q2_gaussian), largest
+#: mean absolute difference 4.1e-3 (fast); float32 models stayed within :data:`ATOL`. About
+#: three times those: a wrong layer or weight moves samples by tenths on average.
+CROSS_ISA_BF16 = {"max": 0.15, "mean": 0.015}
+#: The instruction set of records written before :func:`isa` was recorded (every earlier
+#: session's host had AVX-512).
+DEFAULT_ISA = "avx512"
+
+
+def isa() -> str:
+    """The vector instruction set XLA:CPU compiles for here: ``avx512``, ``avx2`` or other."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        flags = next(line for line in lines if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        import platform
+
+        return platform.machine()
+    return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "x86"
+
+
 def cores() -> int:
     """CPU cores this process may run on (what sizes XLA:CPU's thread pool)."""
     import os
@@ -110,13 +134,14 @@ def record_entry(final: Path, data_dir: str) -> tuple[dict, dict[str, np.ndarray
     """The golden record of one final folder and its samples.
 
     Returns:
-        ``({"params_sha256", "cores", "samples": {call: sha256}}, {call: samples})``.
+        ``({"params_sha256", "cores", "isa", "samples": {call: sha256}}, {call: samples})``.
     """
     rel = str(final.resolve().relative_to(ROOT))
     arrays = draw(final, data_dir, full=rel in FULL)
     entry = {
         "params_sha256": sha256((final / "params.msgpack").read_bytes()),
         "cores": cores(),
+        "isa": isa(),
         "samples": {k: sha256(v.tobytes()) for k, v in arrays.items()},
     }
     return entry, arrays

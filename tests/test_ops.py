@@ -317,7 +317,9 @@ def test_loopsafe_conv_matches_reference_in_a_scan(k, cin, cout):
 
 
 def test_auto_resolves_per_backend_and_rejects_unknown_names():
-    assert ops.resolve_conv_impl("auto", "cpu") == "fast"
+    from jaxdiff import onednn
+
+    assert ops.resolve_conv_impl("auto", "cpu") == ("fast-onednn" if onednn.available() else "fast")
     assert ops.resolve_conv_impl("auto", "gpu") == "xla"
     assert ops.resolve_conv_impl("auto", "tpu") == "xla"
     assert ops.resolve_conv_impl("loopsafe", "gpu") == "loopsafe"  # explicit names stay

@@ -1,0 +1,201 @@
+"""oneDNN convolutions for XLA:CPU, called through the XLA FFI.
+
+XLA's CPU backend runs 3x3 convolutions at about half the speed of oneDNN, PyTorch's CPU
+convolution library (measured on the UNet's layers: ``benchmarks/conv_layers.py``). This
+module is the one place that talks to oneDNN: it compiles ``jaxdiff/csrc/onednn_conv.cc``
+(three FFI handlers: forward, input gradient, kernel gradient) against the ``onednn-cpu-gomp``
+wheel once per machine, caches the shared library, registers the handlers with JAX, and
+exposes :func:`conv2d_onednn`, a 'SAME' stride-1 convolution with a ``jax.custom_vjp``.
+
+Nothing happens at import. The first call of :func:`available` (made when a model resolves
+``conv_impl="auto"`` on CPU) builds or loads the library; if anything is missing (no C++
+compiler, no oneDNN headers, not x86-64 Linux) it records why and ``auto`` keeps the
+pure-XLA path. ``JAXDIFF_ONEDNN=0`` switches it off; ``JAXDIFF_CACHE_DIR`` moves the cache
+(default ``~/.cache/jaxdiff``).
+
+bfloat16: oneDNN has bf16 convolutions only on CPUs with AVX-512 (``avx512_core`` and up).
+Elsewhere bf16 inputs are convolved in float32 (the casts fuse into the neighbouring XLA
+ops) and the result is rounded back to bf16, which is at least as accurate.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+_SOURCE = Path(__file__).parent / "csrc" / "onednn_conv.cc"
+_TARGETS = ("fwd", "bwd_data", "bwd_weights")
+_CXXFLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC")
+
+
+class OneDNNUnavailable(RuntimeError):
+    """The oneDNN convolution cannot be used on this machine (the message says why)."""
+
+
+def _prefixes() -> list[Path]:
+    """Install prefixes where the onednn wheels put ``lib/`` and ``include/``."""
+    roots = [os.environ.get("JAXDIFF_ONEDNN_ROOT"), sysconfig.get_paths()["data"], sys.prefix]
+    return [Path(r) for r in dict.fromkeys(r for r in roots if r)]
+
+
+def _find_onednn() -> tuple[Path, Path]:
+    """Return (include dir, lib dir) of an installed oneDNN 3.x."""
+    for root in _prefixes():
+        inc, lib = root / "include", root / "lib"
+        if (inc / "oneapi" / "dnnl" / "dnnl.hpp").is_file() and (lib / "libdnnl.so.3").exists():
+            return inc, lib
+    raise OneDNNUnavailable(
+        "oneDNN headers or library not found under "
+        f"{[str(p) for p in _prefixes()]}; install them with "
+        "`pip install onednn-cpu-gomp==2023.2.0 onednn-devel-cpu-gomp==2023.2.0` "
+        "(or set JAXDIFF_ONEDNN_ROOT to a prefix holding include/oneapi/dnnl and lib/libdnnl.so.3)."
+    )
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("JAXDIFF_CACHE_DIR") or Path.home() / ".cache" / "jaxdiff"
+    return Path(base) / "onednn"
+
+
+def _build(inc: Path, lib: Path) -> Path:
+    """Compile the FFI handlers once per (source, jax, oneDNN, compiler); return the .so."""
+    cxx = shutil.which(os.environ.get("CXX", "g++"))
+    if cxx is None:
+        raise OneDNNUnavailable("no C++ compiler found (set CXX, or install g++).")
+    jax_inc = Path(jax.ffi.include_dir())
+    source = _SOURCE.read_bytes()
+    parts = [jax.__version__, str(inc), cxx, *_CXXFLAGS]
+    key = hashlib.sha256(b"\0".join([source, *map(str.encode, parts)])).hexdigest()[:16]
+    out = _cache_dir() / key / "libjaxdiff_onednn.so"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"[jaxdiff] compiling the oneDNN convolution kernels (once) into {out}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        tmp_out = Path(tmp) / out.name
+        cmd = [cxx, *_CXXFLAGS, f"-I{jax_inc}", f"-I{inc}", str(_SOURCE), f"-L{lib}", "-ldnnl"]
+        cmd += [f"-Wl,-rpath,{lib}", "-o", str(tmp_out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise OneDNNUnavailable(
+                f"compiling {_SOURCE.name} failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}"
+            )
+        os.replace(tmp_out, out)  # atomic: a concurrent build leaves one complete file
+    return out
+
+
+@cache
+def _load() -> tuple[ctypes.CDLL | None, str | None]:
+    """Build, load and register the handlers once per process: (library, why not)."""
+    if os.environ.get("JAXDIFF_ONEDNN", "1") == "0":
+        return None, "disabled by JAXDIFF_ONEDNN=0"
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return None, f"built for x86-64 Linux only (this is {sys.platform} {platform.machine()})"
+    try:
+        lib = ctypes.CDLL(str(_build(*_find_onednn())))
+    except (OneDNNUnavailable, OSError) as e:
+        return None, str(e)
+    for name in _TARGETS:
+        symbol = f"jaxdiff_onednn_conv_{name}"
+        jax.ffi.register_ffi_target(symbol, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
+    lib.jaxdiff_onednn_has_bf16.restype = ctypes.c_int
+    return lib, None
+
+
+def available() -> bool:
+    """Whether the oneDNN convolution can run here (builds the kernels on first call).
+
+    Returns:
+        ``True`` on x86-64 Linux with oneDNN and a C++ compiler, unless ``JAXDIFF_ONEDNN=0``.
+    """
+    return _load()[0] is not None
+
+
+def unavailable_reason() -> str | None:
+    """Why :func:`available` is ``False`` (``None`` when it is ``True``)."""
+    return _load()[1]
+
+
+def _require() -> ctypes.CDLL:
+    lib, why = _load()
+    if lib is None:
+        raise OneDNNUnavailable(
+            f"conv_impl 'onednn' is not available: {why}. Use conv_impl 'auto' (falls back "
+            "to XLA's convolution) or 'loopsafe'."
+        )
+    return lib
+
+
+@cache
+def native_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 convolutions natively on this CPU (AVX-512 and up)."""
+    return bool(_require().jaxdiff_onednn_has_bf16())
+
+
+def _call(name: str, out: jax.ShapeDtypeStruct, *args: jax.Array) -> jax.Array:
+    return jax.ffi.ffi_call(f"jaxdiff_onednn_conv_{name}", out, vmap_method="sequential")(*args)
+
+
+@jax.custom_vjp
+def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return _call("fwd", jax.ShapeDtypeStruct((*x.shape[:3], kernel.shape[3]), x.dtype), x, kernel)
+
+
+def _conv_fwd(x, kernel):
+    return _conv(x, kernel), (x, kernel)
+
+
+def _conv_bwd(res, dy):
+    x, kernel = res
+    dy = dy.astype(x.dtype)
+    dx = _call("bwd_data", jax.ShapeDtypeStruct(x.shape, x.dtype), dy, kernel)
+    dk = _call("bwd_weights", jax.ShapeDtypeStruct(kernel.shape, jnp.float32), x, dy)
+    return dx, dk.astype(kernel.dtype)
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv2d_onednn(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """'SAME' stride-1 cross-correlation (NHWC x HWIO) by oneDNN, with oneDNN gradients.
+
+    Same contract as :func:`jaxdiff.ops.conv2d_reference`. The forward pass, the input
+    gradient and the kernel gradient (accumulated in ``float32``) are each one oneDNN
+    primitive, built once per shape and cached. ``bfloat16`` inputs are convolved natively
+    where the CPU has AVX-512 (:func:`native_bf16`), else in ``float32`` and rounded back.
+
+    Args:
+        x: Input ``(B, H, W, Cin)``, ``float32`` or ``bfloat16``.
+        kernel: Kernel ``(kh, kw, Cin, Cout)``, odd sizes, same dtype as ``x``.
+
+    Returns:
+        Output ``(B, H, W, Cout)`` in ``x.dtype``.
+
+    Raises:
+        OneDNNUnavailable: Where oneDNN cannot run (the message says why and what to use).
+        ValueError: For other dtypes (only ``float32`` and ``bfloat16``).
+    """
+    from jaxdiff.ops import _check_shapes
+
+    _check_shapes(x.shape, kernel.shape, "NHWC")
+    _require()
+    if x.dtype not in (jnp.float32, jnp.bfloat16) or kernel.dtype != x.dtype:
+        raise ValueError(
+            f"conv2d_onednn takes float32 or bfloat16 x and a kernel of the same dtype, got "
+            f"{x.dtype} and {kernel.dtype}."
+        )
+    if x.dtype == jnp.bfloat16 and not native_bf16():
+        return _conv(x.astype(jnp.float32), kernel.astype(jnp.float32)).astype(x.dtype)
+    return _conv(x, kernel)

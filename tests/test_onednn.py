@@ -1,0 +1,164 @@
+"""oneDNN's convolution through the XLA FFI equals XLA's, forward and backward."""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdiff import onednn, ops
+
+ROOT = Path(__file__).resolve().parents[1]
+X86_LINUX = sys.platform == "linux" and platform.machine() == "x86_64"
+needs_onednn = pytest.mark.skipif(not X86_LINUX, reason="oneDNN kernels are built for x86-64 Linux")
+
+# (batch, height, width, c_in, c_out, kernel): the UNet's and classifier's layers, odd shapes.
+SHAPES = [
+    (4, 28, 28, 1, 32, 3),
+    (3, 14, 14, 64, 64, 3),
+    (2, 9, 13, 5, 3, 3),
+    (2, 28, 28, 1, 8, 5),
+    (2, 7, 7, 6, 4, 1),
+    (2, 12, 10, 3, 5, 7),
+]
+
+
+def _inputs(b, h, w, cin, cout, k, seed=0):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal((b, h, w, cin)), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((k, k, cin, cout)) / np.sqrt(k * k * cin), jnp.float32)
+    cot = jnp.asarray(rng.standard_normal((b, h, w, cout)), jnp.float32)
+    return x, kernel, cot
+
+
+def _value_and_grads(conv, x, kernel, cot, dtype):
+    def f(x, kernel):
+        y = conv(x.astype(dtype), kernel.astype(dtype)).astype(jnp.float32)
+        return jnp.sum(y * cot), y
+
+    (_, y), (dx, dk) = jax.jit(jax.value_and_grad(f, (0, 1), has_aux=True))(x, kernel)
+    return y, dx.astype(jnp.float32), dk.astype(jnp.float32)
+
+
+def test_available_where_built_for():
+    # On x86-64 Linux with the package's dependencies installed the kernels must build:
+    # a silent fallback would hide a broken build behind the slower path.
+    if X86_LINUX:
+        assert onednn.available(), onednn.unavailable_reason()
+        assert onednn.unavailable_reason() is None
+    else:
+        assert not onednn.available() and "x86-64 Linux" in onednn.unavailable_reason()
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_fp32_equals_reference_forward_and_backward(shape):
+    x, kernel, cot = _inputs(*shape)
+    y, dx, dk = _value_and_grads(ops.conv2d_onednn, x, kernel, cot, jnp.float32)
+    y0, dx0, dk0 = _value_and_grads(ops.conv2d_reference, x, kernel, cot, jnp.float32)
+    np.testing.assert_allclose(y, y0, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(dx, dx0, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(dk, dk0, atol=2e-4 * float(jnp.abs(dk0).max()), rtol=1e-4)
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape", SHAPES[:3], ids=lambda s: "x".join(map(str, s)))
+def test_bf16_within_bf16_rounding(shape):
+    x, kernel, cot = _inputs(*shape, seed=1)
+    y, dx, dk = _value_and_grads(ops.conv2d_onednn, x, kernel, cot, jnp.bfloat16)
+    y0, dx0, dk0 = _value_and_grads(ops.conv2d_reference, x, kernel, cot, jnp.float32)
+    for a, b in ((y, y0), (dx, dx0), (dk, dk0)):
+        # bf16 inputs carry 2^-8 relative rounding; sums of k*k*c terms stay within a few %.
+        assert float(jnp.abs(a - b).max()) < 0.03 * float(jnp.abs(b).max())
+    out = ops.conv2d_onednn(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
+    assert out.dtype == jnp.bfloat16
+
+
+@needs_onednn
+def test_inside_scan_equals_outside_and_is_deterministic():
+    x, kernel, cot = _inputs(2, 14, 14, 8, 8, 3)
+
+    def grads(x):
+        return jax.grad(lambda x, k: jnp.sum(ops.conv2d_onednn(x, k) * cot), (0, 1))(x, kernel)
+
+    def body(c, _):
+        dx, dk = grads(x + c)
+        return c, (dx, dk)
+
+    _, (dxs, dks) = jax.jit(lambda: jax.lax.scan(body, jnp.float32(0), None, length=3))()
+    dx, dk = jax.jit(grads)(x)
+    for i in range(3):
+        np.testing.assert_array_equal(dxs[i], dx)
+        np.testing.assert_array_equal(dks[i], dk)
+
+
+@needs_onednn
+def test_fast_onednn_sends_small_kernels_to_onednn_and_large_to_fourier():
+    x, kernel3, _ = _inputs(2, 12, 12, 4, 6, 3)
+    _, kernel7, _ = _inputs(2, 12, 12, 4, 6, 7)
+    np.testing.assert_array_equal(ops.conv2d_fast_onednn(x, kernel3), ops.conv2d_onednn(x, kernel3))
+    np.testing.assert_array_equal(
+        ops.conv2d_fast_onednn(x, kernel7), ops.conv2d_fourier(x, kernel7)
+    )
+    assert ops.get_conv("fast-onednn") is ops.conv2d_fast_onednn
+    assert ops.resolve_conv_impl("auto", "cpu") == "fast-onednn"
+
+
+@needs_onednn
+def test_bad_inputs_get_one_clear_error():
+    x = jnp.zeros((2, 8, 8, 3))
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        ops.conv2d_onednn(x.astype(jnp.float16), jnp.zeros((3, 3, 3, 2), jnp.float16))
+    with pytest.raises(ValueError, match="same dtype"):
+        ops.conv2d_onednn(x, jnp.zeros((3, 3, 3, 2), jnp.bfloat16))
+    with pytest.raises(ValueError, match="kernel expects 4"):
+        ops.conv2d_onednn(x, jnp.zeros((3, 3, 4, 2)))
+    with pytest.raises(ValueError, match="odd sizes"):
+        ops.conv2d_onednn(x, jnp.zeros((2, 2, 3, 2)))
+
+
+_PROBE = """
+import json, jax.numpy as jnp
+from jaxdiff import onednn, ops
+out = {"available": onednn.available(), "why": onednn.unavailable_reason(),
+       "auto": ops.resolve_conv_impl("auto", "cpu")}
+try:
+    ops.get_conv("onednn")(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 2, 2)))
+    out["error"] = None
+except onednn.OneDNNUnavailable as e:
+    out["error"] = str(e)
+print(json.dumps(out))
+"""
+
+
+def _probe(tmp_path, **env):
+    full = {**os.environ, "JAXDIFF_CACHE_DIR": str(tmp_path / "cache"), **env}
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE], capture_output=True, text=True, env=full, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    ("env", "why"),
+    [({"JAXDIFF_ONEDNN": "0"}, "JAXDIFF_ONEDNN=0"), ({"CXX": "no-such-compiler"}, "compiler")],
+)
+def test_unavailable_falls_back_for_auto_and_explains_explicit_use(tmp_path, env, why):
+    out = _probe(tmp_path, **env)
+    assert not out["available"] and why in out["why"]
+    assert out["auto"] == "fast"
+    assert why in out["error"] and "'auto'" in out["error"]
+
+
+@needs_onednn
+def test_builds_into_a_fresh_cache(tmp_path):
+    out = _probe(tmp_path)
+    assert out["available"] and out["auto"] == "fast-onednn" and out["error"] is None
+    assert len(list((tmp_path / "cache" / "onednn").glob("*/libjaxdiff_onednn.so"))) == 1

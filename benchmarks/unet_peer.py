@@ -11,8 +11,11 @@ training noise, Adam with warm-up + cosine, EMA), ``--steps`` steps scanned per 
 ``torch.nn`` (``TorchUNet``: the same blocks, widths, GroupNorm groups, additive skips and
 time MLP; parameter count checked equal to jaxdiff's) trained on an L2 restoration loss of
 noisy inputs (the melt degradation itself has no PyTorch version; in jaxdiff it costs about
-1% of a step), Adam, in its usual Python loop, fp32 and ``autocast(bfloat16)``. Rounds
-alternate the sides; medians are reported as images/s, with the ratio jaxdiff / PyTorch.
+1% of a step), Adam, in its usual Python loop, fp32 and ``autocast(bfloat16)``. A fourth
+case times jaxdiff with ``--precision fp32``, and the run records best against best (each
+library's fastest case) and the host's vector extensions (on a CPU without AVX-512 bf16
+autocast has no native kernels and is slow). Rounds alternate the sides; medians are
+reported as images/s, with the ratio jaxdiff / PyTorch.
 Requires torch (``pip install torch==2.13.0``).
 """
 
@@ -28,8 +31,12 @@ import time
 import numpy as np
 
 
-def jax_case(steps: int):
-    """cold.py's default training, ``steps`` steps a call: (batch, timing fn, n params, config)."""
+def jax_case(steps: int, argv: tuple[str, ...] = ()):
+    """cold.py's training with ``argv`` (default: none), ``steps`` steps a call.
+
+    Returns:
+        (batch, timing fn, n params, config).
+    """
     import jax
     import jax.numpy as jnp
 
@@ -40,7 +47,7 @@ def jax_case(steps: int):
 
     configure_cpu_allocator()
     parser = common_parser(None, kind="cold")
-    cfg = config_from_args(parser.parse_args([]), parser, kind="cold")
+    cfg = config_from_args(parser.parse_args(list(argv)), parser, kind="cold")
     pieces = build(cfg)
     params = init_params(pieces, jax.random.key(0))
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
@@ -59,6 +66,17 @@ def jax_case(steps: int):
         return time.perf_counter() - t0
 
     return b, once, n_params, cfg
+
+
+def _cpu() -> dict:
+    """The host's vector extensions that matter here (AVX-512 and bf16 change the peers)."""
+    try:
+        lines = open("/proc/cpuinfo").read().splitlines()
+        flags = set(next(x for x in lines if x.startswith("flags")).split())
+    except (OSError, StopIteration):
+        flags = set()
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    return {"flags": [f for f in wanted if f in flags], "cores": os.cpu_count()}
 
 
 def torch_case(steps: int, b: int, autocast: bool):
@@ -154,12 +172,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as bench.py: PyTorch's best here
     b, jax_once, jax_n, cfg = jax_case(args.steps)
+    _, jax_fp32, _, _ = jax_case(args.steps, ("--precision", "fp32"))
     torch_fp32, torch_n = torch_case(args.steps, b, autocast=False)
     torch_bf16, _ = torch_case(args.steps, b, autocast=True)
     if torch_n != jax_n:
         raise SystemExit(f"parameter counts differ: jaxdiff {jax_n}, PyTorch {torch_n}")
-    cases = {"jaxdiff cold.py defaults": jax_once, "torch fp32": torch_fp32}
-    cases["torch bf16 autocast"] = torch_bf16
+    cases = {"jaxdiff cold.py defaults": jax_once, "jaxdiff --precision fp32": jax_fp32}
+    cases |= {"torch fp32": torch_fp32, "torch bf16 autocast": torch_bf16}
     for fn in cases.values():  # warm-up (compilation, oneDNN primitives)
         fn()
     times: dict[str, list[float]] = {k: [] for k in cases}
@@ -180,12 +199,21 @@ def main(argv: list[str] | None = None) -> dict:
         "ratio_vs_torch_fp32": ips["jaxdiff cold.py defaults"] / ips["torch fp32"],
         "ratio_vs_torch_bf16": ips["jaxdiff cold.py defaults"] / ips["torch bf16 autocast"],
         "load_average": os.getloadavg(),
+        "cpu": _cpu(),
+    }
+    jax_best = max((k for k in ips if k.startswith("jaxdiff")), key=ips.get)
+    torch_best = max((k for k in ips if k.startswith("torch")), key=ips.get)
+    out["best_against_best"] = {
+        "jaxdiff": jax_best,
+        "torch": torch_best,
+        "ratio": ips[jax_best] / ips[torch_best],
     }
     for k, v in ips.items():
         print(f"{k:26s} {v:7.1f} img/s")
     print(
         f"ratio jaxdiff / torch fp32 {out['ratio_vs_torch_fp32']:.2f}, "
-        f"/ torch bf16 {out['ratio_vs_torch_bf16']:.2f}"
+        f"/ torch bf16 {out['ratio_vs_torch_bf16']:.2f}; best against best "
+        f"({jax_best} / {torch_best}) {out['best_against_best']['ratio']:.2f}"
     )
     if args.json:
         with open(args.json, "w") as f:

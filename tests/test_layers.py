@@ -15,6 +15,7 @@ CORE = (
     "models",
     "ops",
     "fused",
+    "onednn",
 )
 APP_LIBS = ("orbax", "matplotlib", "tqdm")
 

@@ -118,7 +118,8 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
         "--conv-impl",
         default="auto",
         help="convolution implementation: auto (the fastest tested path for the backend;\n"
-        "config.json records what it resolved to), xla (the reference), fast, loopsafe",
+        "config.json records what it resolved to; on CPU fast-onednn, or fast where the oneDNN\n"
+        "kernels cannot be built), xla (the reference), fast, fast-onednn, onednn, loopsafe",
     )
     m.add_argument("--attention", action="store_true", help="UNet: attention at 7x7")
     m.add_argument(

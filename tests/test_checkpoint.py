@@ -73,3 +73,17 @@ def test_existing_run_and_config_mismatch_errors(tmp_path):
     other = Config(CFG.model, CFG.process, TrainConfig(batch_size=32, epochs=2, lr=1e-3))
     with pytest.raises(ckpt.CheckpointError, match="train.lr"):
         fit(other, tmp_path, resume=True, **kw)
+
+
+def test_resume_accepts_another_convolution_implementation(tmp_path):
+    # a run started with conv_impl "fast" resumes where `auto` now resolves to "fast-onednn"
+    from dataclasses import replace
+
+    from jaxdiff.app.runner import _check_resume_config
+
+    saved = replace(CFG, model=replace(CFG.model, conv_impl="fast")).to_dict()
+    faster = replace(CFG, model=replace(CFG.model, conv_impl="onednn"))
+    _check_resume_config(saved, faster, tmp_path)
+    wider = replace(CFG, model=replace(CFG.model, conv_impl="onednn", hidden=(8, 8, 8, 8)))
+    with pytest.raises(ckpt.CheckpointError, match="model.hidden"):
+        _check_resume_config(saved, wider, tmp_path)

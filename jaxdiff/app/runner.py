@@ -280,6 +280,10 @@ def _check_resume_config(saved: dict, cfg: Config, workdir: Path) -> None:
         )
     a["train"].pop("epochs")
     b["train"].pop("epochs")
+    # the convolution implementation is how, not what: every registered one is tested equal
+    # to XLA's, and `auto` may resolve to a faster one than the run started with
+    a["model"].pop("conv_impl")
+    b["model"].pop("conv_impl")
     if a != b:
         diffs = [
             f"{sec}.{k}: saved {a[sec][k]!r} vs now {b[sec][k]!r}"

@@ -206,3 +206,32 @@ def test_errors():
         jax.eval_shape(UNet(hidden=(8, 16, 16), skip="sum").init, key, x, t)
     with pytest.raises(ValueError, match="unknown conv impl"):
         jax.eval_shape(UNet(hidden=(8, 16, 16), conv_impl="nope").init, key, x, t)
+
+
+def test_norm_fp32_keeps_parameters_and_fp32_values_and_is_closer_in_bf16(small):
+    p, x, t = small
+    kw = dict(**SMALL, attention=True, zero_init=False)
+    legacy = UNet(**kw, norm_fp32=False)
+    assert jax.tree.structure(legacy.init(jax.random.key(0), x, t)) == jax.tree.structure(p)
+    # fp32: the same computation, bitwise
+    np.testing.assert_array_equal(jax.jit(legacy.apply)(p, x, t), APPLY(p, x, t))
+    # bf16: the fp32 GroupNorm + SiLU moves the result towards the fp32 model, never further
+    ref = APPLY(p, x, t)
+
+    def rel(m):
+        y = jax.jit(m.apply)(p, x, t)
+        return float(jnp.sqrt(jnp.mean(jnp.square(y - ref)) / jnp.mean(jnp.square(ref))))
+
+    r_new = rel(UNet(**kw, dtype=jnp.bfloat16, norm_fp32=True))
+    r_old = rel(UNet(**kw, dtype=jnp.bfloat16, norm_fp32=False))
+    assert 0 < r_new < 0.03 and 0 < r_old < 0.03
+    assert r_new <= 1.1 * r_old
+
+
+def test_configs_before_norm_fp32_load_with_the_bf16_norm_they_ran_with():
+    from jaxdiff.config import Config
+
+    assert Config().model.norm_fp32 is True
+    old = Config.from_dict({"model": {"name": "unet", "precision": "bf16"}})
+    assert old.model.norm_fp32 is False
+    assert Config.from_dict(Config().to_dict()) == Config()

@@ -44,5 +44,6 @@ def build_model(cfg: ModelConfig) -> nn.Module:
             dtype=dtype,
             conv_impl=cfg.conv_impl,
             num_res_blocks=cfg.res_blocks,
+            norm_fp32=cfg.norm_fp32,
         )
     raise ValueError(f"unknown model {cfg.name!r}; use 'cnn' or 'unet'.")

@@ -79,6 +79,25 @@ class ZeroConv(Conv):
     zero_init: bool = True
 
 
+def group_norm_silu(x: jax.Array, num_groups: int, dtype: Any, fp32: bool) -> jax.Array:
+    """``SiLU(GroupNorm(x))`` in a compact module's scope (its ``GroupNorm_i`` parameters).
+
+    Args:
+        x: Input ``(B, H, W, C)``.
+        num_groups: GroupNorm groups.
+        dtype: The model's compute dtype (the result's dtype).
+        fp32: Normalise and apply SiLU in ``float32`` (then cast to ``dtype``) instead of in
+            ``dtype``; the same parameters either way.
+
+    Returns:
+        ``SiLU(GroupNorm(x))`` in ``dtype``.
+    """
+    if fp32:
+        y = nn.GroupNorm(num_groups, epsilon=1e-5, dtype=jnp.float32)(x.astype(jnp.float32))
+        return nn.silu(y).astype(dtype)
+    return nn.silu(nn.GroupNorm(num_groups, epsilon=1e-5, dtype=dtype)(x))
+
+
 class ResBlock(nn.Module):
     """Pre-activation residual block with an additive time embedding.
 
@@ -90,21 +109,23 @@ class ResBlock(nn.Module):
         num_groups: GroupNorm groups (must divide the input and output widths).
         dtype: Compute dtype.
         conv_impl: Convolution implementation name.
+        norm_fp32: GroupNorm + SiLU in ``float32`` (:func:`group_norm_silu`).
     """
 
     features: int
     num_groups: int = 8
     dtype: Any = jnp.float32
     conv_impl: str = "auto"
+    norm_fp32: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, temb: jax.Array) -> jax.Array:
         """Apply the block to ``x`` ``(B, H, W, Cin)`` with time embedding ``temb`` ``(B, D)``."""
-        h = nn.silu(nn.GroupNorm(self.num_groups, epsilon=1e-5, dtype=self.dtype)(x))
+        h = group_norm_silu(x, self.num_groups, self.dtype, self.norm_fp32)
         h = Conv(self.features, 3, dtype=self.dtype, impl=self.conv_impl)(h)
         t = Dense(self.features, dtype=self.dtype)(nn.silu(temb))
         h = h + t[:, None, None, :].astype(h.dtype)
-        h = nn.silu(nn.GroupNorm(self.num_groups, epsilon=1e-5, dtype=self.dtype)(h))
+        h = group_norm_silu(h, self.num_groups, self.dtype, self.norm_fp32)
         h = Conv(self.features, 3, dtype=self.dtype, impl=self.conv_impl)(h)
         skip = x if x.shape[-1] == self.features else Dense(self.features, dtype=self.dtype)(x)
         return skip.astype(h.dtype) + h
@@ -179,6 +200,8 @@ class UNet(nn.Module):
         conv_impl: Convolution implementation (see :mod:`jaxdiff.ops`).
         num_groups: GroupNorm groups; must divide every entry of ``hidden``.
         num_res_blocks: Residual blocks per level on each path (down and up).
+        norm_fp32: Each GroupNorm + SiLU in ``float32`` (:func:`group_norm_silu`); the
+            attention block's GroupNorm stays in the compute dtype.
         num_heads: Attention heads.
         time_dim: Width of the time-embedding MLP (``None``: ``4 * hidden[0]``).
         time_scale: Factor on ``t_frac`` before the sinusoid (``T`` of the process).
@@ -195,6 +218,7 @@ class UNet(nn.Module):
     conv_impl: str = "auto"
     num_groups: int = 8
     num_res_blocks: int = 1
+    norm_fp32: bool = True
     num_heads: int = 1
     time_dim: int | None = None
     time_scale: float = 1000.0
@@ -245,7 +269,12 @@ class UNet(nn.Module):
         """
         self._check(x, t_frac)
         hidden = tuple(self.hidden)
-        blk = dict(num_groups=self.num_groups, dtype=self.dtype, conv_impl=self.conv_impl)
+        blk = dict(
+            num_groups=self.num_groups,
+            dtype=self.dtype,
+            conv_impl=self.conv_impl,
+            norm_fp32=self.norm_fp32,
+        )
 
         tdim = self.time_dim or 4 * hidden[0]
         temb = timestep_embedding(t_frac, hidden[0], self.time_scale)
@@ -280,7 +309,7 @@ class UNet(nn.Module):
             for _ in range(self.num_res_blocks):
                 h = ResBlock(width, **blk)(h, temb)
 
-        h = nn.silu(nn.GroupNorm(self.num_groups, epsilon=1e-5, dtype=self.dtype)(h))
+        h = group_norm_silu(h, self.num_groups, self.dtype, self.norm_fp32)
         out = ZeroConv(
             self.out_channels,
             3,

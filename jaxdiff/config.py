@@ -28,8 +28,8 @@ class ModelConfig:
         res_blocks: UNet: residual blocks per level on each path (depth).
         norm_fp32: UNet: each GroupNorm + SiLU computed in ``float32`` under ``bf16``
             (same parameters; XLA:CPU's bf16 GroupNorm backward is slow: 1.25x faster bf16
-            UNet steps). Configs written before this setting load as ``False``, the compute
-            dtype they ran with.
+            UNet steps). UNet configs written before this setting load as ``False``, the
+            compute dtype they ran with.
     """
 
     name: str = "cnn"
@@ -42,10 +42,6 @@ class ModelConfig:
     attention: bool = False
     res_blocks: int = 1
     norm_fp32: bool = True
-
-
-#: Settings whose value in configs written before they existed is not their default.
-LEGACY_VALUES = {"model": {"norm_fp32": False}}
 
 
 @dataclass(frozen=True)
@@ -150,7 +146,8 @@ class Config:
             unknown = set(sub) - known
             if unknown:
                 raise ValueError(f"config section {name!r} has unknown keys {sorted(unknown)}.")
-            sub = {**LEGACY_VALUES.get(name, {}), **sub}
+            if name == "model" and sub.get("name") == "unet" and "norm_fp32" not in sub:
+                sub["norm_fp32"] = False  # UNet configs before the setting ran GroupNorm in bf16
             if "hidden" in sub:
                 sub["hidden"] = tuple(sub["hidden"])
             parts[name] = klass(**sub)

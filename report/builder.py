@@ -887,14 +887,16 @@ def training_command(config: dict, workdir: str) -> str | None:
         argv = base[:2] if want["model"]["name"] != "cnn" else []
         argv += base[2:]  # cold: --degradation
         # the flags come from the drivers' own parser: a new flag needs no change here
-        flags = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+        actions = {a.dest: a for a in parser._actions if a.option_strings}
+        flags = {dest: a.option_strings[0] for dest, a in actions.items()}
         for sec, fields in want.items():
             for key, v in fields.items():
                 flag = flags.get(_FIELD_DEST.get(key, key))
                 if flag is None or v == default[sec].get(key) or flag in argv:
                     continue
-                if isinstance(v, bool):
-                    argv += [flag] if v else []
+                if isinstance(v, bool):  # store_true, or --x/--no-x
+                    negs = [o for o in actions[_FIELD_DEST.get(key, key)].option_strings[1:]]
+                    argv += [flag] if v else [o for o in negs if o.startswith("--no-")][:1]
                 else:
                     text = ",".join(map(str, v)) if isinstance(v, list | tuple) else str(v)
                     argv += [flag, text]

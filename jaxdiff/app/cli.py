@@ -123,10 +123,11 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
     )
     m.add_argument("--attention", action="store_true", help="UNet: attention at 7x7")
     m.add_argument(
-        "--bf16-norm",
-        action="store_true",
-        help="UNet under bf16: GroupNorm + SiLU in bf16 as runs before this flag did\n"
-        "(default: in fp32, same parameters, faster on XLA:CPU)",
+        "--norm-fp32",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="UNet under bf16: GroupNorm + SiLU in fp32 (default; same parameters, faster on\n"
+        "XLA:CPU); --no-norm-fp32: in bf16, as runs before this flag did",
     )
     m.add_argument(
         "--res-blocks",
@@ -225,8 +226,10 @@ def config_from_args(
         parser.error("--warmup-steps needs --lr-schedule cosine")
     if args.kernel_size % 2 == 0:
         parser.error(f"--kernel-size must be odd (same padding), got {args.kernel_size}")
-    if args.model == "cnn" and (args.attention or args.res_blocks != 1 or args.bf16_norm):
-        parser.error("--attention, --res-blocks and --bf16-norm shape the UNet; add --model unet")
+    if args.model == "cnn" and (args.attention or args.res_blocks != 1 or not args.norm_fp32):
+        parser.error(
+            "--attention, --res-blocks and --no-norm-fp32 shape the UNet; add --model unet"
+        )
     from jaxdiff.ops import available_convs, resolve_conv_impl
 
     if args.conv_impl not in available_convs():
@@ -240,7 +243,7 @@ def config_from_args(
         conv_impl=resolve_conv_impl(args.conv_impl),
         attention=args.attention,
         res_blocks=args.res_blocks,
-        norm_fp32=not args.bf16_norm,
+        norm_fp32=args.norm_fp32,
     )
     if kind == "ddpm":
         if not 0.0 < args.beta1 < args.beta2 < 1.0:

@@ -525,21 +525,7 @@ def conv2d_fourier(x: jax.Array, kernel: jax.Array, chunk: int = DEFAULT_CHUNK) 
 
 
 def conv2d_onednn(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """The oneDNN convolution and its gradients (:func:`jaxdiff.onednn.conv2d_onednn`).
-
-    Same contract as :func:`conv2d_reference`; imported on first use (it compiles and loads
-    the FFI kernels once per machine).
-
-    Args:
-        x: Input ``(B, H, W, Cin)``, ``float32`` or ``bfloat16``.
-        kernel: Kernel ``(kh, kw, Cin, Cout)``, odd sizes, same dtype as ``x``.
-
-    Returns:
-        Output ``(B, H, W, Cout)`` in ``x.dtype``.
-
-    Raises:
-        jaxdiff.onednn.OneDNNUnavailable: Where oneDNN cannot run here (says why).
-    """
+    """:func:`jaxdiff.onednn.conv2d_onednn` (contract, errors), imported on first use."""
     from jaxdiff import onednn
 
     return onednn.conv2d_onednn(x, kernel)

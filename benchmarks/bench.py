@@ -234,7 +234,11 @@ def parse_args(argv=None):
     p.add_argument("--train-steps", type=int, default=None, help="train steps per timing")
     p.add_argument("--sample-steps", type=int, default=None, help="sampler steps per timing")
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--impl", default="fast", help="jaxdiff conv implementation")
+    p.add_argument(
+        "--impl",
+        default="auto",
+        help="jaxdiff conv implementation (default auto, what the drivers use with no flags)",
+    )
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--what", default="train,sample")
     p.add_argument("--no-torch", action="store_true", help="jaxdiff only")
@@ -370,6 +374,13 @@ def main(argv=None) -> dict:
     results = {"config": {k: v for k, v in vars(args).items() if k != "json"}, "cases": {}}
     results["config"]["load_avg_before"] = load_before
     results["config"]["load_avg"] = os.getloadavg()  # after the run
+    from unet_peer import cpu_info
+
+    from jaxdiff.ops import resolve_conv_impl
+
+    results["config"]["resolved_impl"] = resolve_conv_impl(args.impl)
+    results["config"]["cpu"] = cpu_info()
+    print(f"jaxdiff conv impl {args.impl} -> {results['config']['resolved_impl']}")
     gemm = {p: 2 * 2048**3 / statistics.median(times[f"gemm {p}"]) / 1e9 for p in ("fp32", "bf16")}
     results["gemm_gflops"] = gemm
     print(

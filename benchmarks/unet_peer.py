@@ -68,7 +68,7 @@ def jax_case(steps: int, argv: tuple[str, ...] = ()):
     return b, once, n_params, cfg
 
 
-def _cpu() -> dict:
+def cpu_info() -> dict:
     """The host's vector extensions that matter here (AVX-512 and bf16 change the peers)."""
     try:
         lines = open("/proc/cpuinfo").read().splitlines()
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
         "ratio_vs_torch_fp32": ips["jaxdiff cold.py defaults"] / ips["torch fp32"],
         "ratio_vs_torch_bf16": ips["jaxdiff cold.py defaults"] / ips["torch bf16 autocast"],
         "load_average": os.getloadavg(),
-        "cpu": _cpu(),
+        "cpu": cpu_info(),
     }
     jax_best = max((k for k in ips if k.startswith("jaxdiff")), key=ips.get)
     torch_best = max((k for k in ips if k.startswith("torch")), key=ips.get)

@@ -35,6 +35,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+from jaxdiff.paths import cache_root
+
 _SOURCE = Path(__file__).parent / "csrc" / "onednn_conv.cc"
 _TARGETS = ("fwd", "bwd_data", "bwd_weights")
 _CXXFLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC")
@@ -65,8 +67,7 @@ def _find_onednn() -> tuple[Path, Path]:
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("JAXDIFF_CACHE_DIR") or Path.home() / ".cache" / "jaxdiff"
-    return Path(base) / "onednn"
+    return cache_root() / "onednn"
 
 
 def _build(inc: Path, lib: Path) -> Path:

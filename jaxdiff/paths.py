@@ -25,6 +25,18 @@ class PathError(ValueError):
     """A path given on the command line cannot be used; the message says why and the fix."""
 
 
+def cache_root() -> Path:
+    """The folder jaxdiff keeps its per-machine caches in (built kernels, compiled programs).
+
+    ``$JAXDIFF_CACHE_DIR`` when set, else ``~/.cache/jaxdiff``. Nothing in it is a result:
+    deleting it only costs a rebuild.
+
+    Returns:
+        The folder (not created here).
+    """
+    return Path(os.environ.get("JAXDIFF_CACHE_DIR") or Path.home() / ".cache" / "jaxdiff")
+
+
 def _nearest_existing(path: Path) -> Path:
     p = path.absolute()
     while not p.exists() and p != p.parent:

@@ -15,3 +15,8 @@ def data_dir() -> str:
     ):
         pytest.fail(f"MNIST not found in {d}; set JAXDIFF_DATA_DIR")
     return d
+
+
+# Tests compile into their own process only: JAX's persistent cache (which the runner turns
+# on) would write into the user's ~/.cache. tests/test_compile_cache.py turns it on itself.
+os.environ.setdefault("JAXDIFF_XLA_CACHE", "0")

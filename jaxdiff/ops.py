@@ -30,7 +30,8 @@ convolution, which is as fast or faster for them.
 
 ``"onednn"`` (:mod:`jaxdiff.onednn`) runs oneDNN's convolutions through the XLA FFI, about
 2x faster than XLA's own for the UNet's 3x3 kernels; ``"fast-onednn"``, the CPU default where
-oneDNN can run, sends kernels of 5x5 and smaller there and larger ones to the Fourier path.
+oneDNN can run, sends kernels of 5x5 and smaller there, and larger ones to the Fourier path
+unless they have few input channels (:data:`ONEDNN_MAX_CIN`).
 
 The starter block's LayerNorm + GELU, fused with a hand-written backward, lives in
 :mod:`jaxdiff.fused`.
@@ -469,6 +470,13 @@ conv2d_loopsafe.defvjp(_loopsafe_fwd, _loopsafe_bwd)
 #: backward against ``loopsafe``).
 SMALL_KERNEL_TAPS = 25
 
+#: ``"fast-onednn"`` sends large kernels with at most this many input channels to oneDNN
+#: too: the Fourier path's transforms of the output channels dominate when there are few
+#: input channels to mix. Measured (7x7, 28x28, batch 128, fp32, AVX2 host; Fourier against
+#: oneDNN, forward / forward + backward, ms): cin 1 -> 16: 8.8 / 29.6 against 1.8 / 16.7;
+#: cin 8: 14.5 / 36.3 against 10.5 / 24.0; cin 16: 17.0 / 47.4 against 18.4 / 56.9.
+ONEDNN_MAX_CIN = 8
+
 #: Images per block of the NHWC Fourier convolution (see :func:`conv2d_fourier`).
 DEFAULT_CHUNK = 16
 
@@ -536,8 +544,10 @@ def conv2d_fast_onednn(x: jax.Array, kernel: jax.Array, chunk: int = DEFAULT_CHU
 
     Kernels of at most :data:`SMALL_KERNEL_TAPS` taps (the UNet's 3x3, the classifier's 5x5)
     go to :func:`conv2d_onednn`, about 2x faster than XLA's own convolution forward and
-    backward at the UNet's shapes (``benchmarks/conv_layers.py``); larger ones (the starter's
-    7x7) to the Fourier path, which beats both there.
+    backward at the UNet's shapes (``benchmarks/conv_layers.py``), and so do larger kernels
+    on at most :data:`ONEDNN_MAX_CIN` input channels (the starter's first 7x7 layer, 1 -> 16:
+    4.9x faster forward, 1.8x forward + backward); the other large ones (the starter's
+    16- and 32-channel 7x7 layers) to the Fourier path, which beats both there.
 
     Args:
         x: Input ``(B, H, W, Cin)``, ``float32`` or ``bfloat16``.
@@ -552,7 +562,8 @@ def conv2d_fast_onednn(x: jax.Array, kernel: jax.Array, chunk: int = DEFAULT_CHU
         jaxdiff.onednn.OneDNNUnavailable: For a small kernel where oneDNN cannot run.
     """
     _check_shapes(x.shape, kernel.shape, "NHWC")
-    if kernel.shape[0] * kernel.shape[1] <= SMALL_KERNEL_TAPS:
+    kh, kw, cin, _ = kernel.shape
+    if kh * kw <= SMALL_KERNEL_TAPS or cin <= ONEDNN_MAX_CIN:
         return conv2d_onednn(x, kernel)
     return conv2d_fourier(x, kernel, chunk)
 

@@ -27,6 +27,7 @@ SHAPES = [
     (2, 28, 28, 1, 8, 5),
     (2, 7, 7, 6, 4, 1),
     (2, 12, 10, 3, 5, 7),
+    (2, 28, 28, 1, 16, 7),  # the starter's first layer (oneDNN under "fast-onednn")
 ]
 
 
@@ -85,11 +86,17 @@ def test_inside_scan_equals_outside_and_is_deterministic():
 
 @needs_onednn
 def test_fast_onednn_sends_small_kernels_to_onednn_and_large_to_fourier():
-    x, kernel3, _ = _inputs(2, 12, 12, 4, 6, 3)
-    _, kernel7, _ = _inputs(2, 12, 12, 4, 6, 7)
+    x, kernel3, _ = _inputs(2, 12, 12, 12, 6, 3)
+    _, kernel7, _ = _inputs(2, 12, 12, 12, 6, 7)
     np.testing.assert_array_equal(ops.conv2d_fast_onednn(x, kernel3), ops.conv2d_onednn(x, kernel3))
     np.testing.assert_array_equal(
         ops.conv2d_fast_onednn(x, kernel7), ops.conv2d_fourier(x, kernel7)
+    )
+    # ... unless the large kernel has few input channels (the starter's first layer).
+    assert ops.ONEDNN_MAX_CIN < 12
+    x1, kernel7_1, _ = _inputs(2, 12, 12, ops.ONEDNN_MAX_CIN, 6, 7)
+    np.testing.assert_array_equal(
+        ops.conv2d_fast_onednn(x1, kernel7_1), ops.conv2d_onednn(x1, kernel7_1)
     )
     assert ops.get_conv("fast-onednn") is ops.conv2d_fast_onednn
     assert ops.resolve_conv_impl("auto", "cpu") == "fast-onednn"

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxdiff.app.runner import build, fit, init_params
+from jaxdiff.app.runner import build, chunk_size, fit, init_params
 from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
 from jaxdiff.losses import cold_loss, ddpm_loss
 from jaxdiff.models import CNN
@@ -160,6 +160,30 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert [r["epoch"] for r in recs_b] == [1, 2]
     assert recs_b[1]["loss"] == recs[1]["loss"]
+
+
+def test_chunking_changes_nothing_and_cuts_equal_chunks(tmp_path):
+    images = _images(160)  # 5 steps of 32 per epoch
+    cfg = Config(
+        model=ModelConfig(hidden=(4,), kernel_size=3),
+        process=ProcessConfig(T=50),
+        train=TrainConfig(batch_size=32, epochs=1, lr=1e-3),
+    )
+    kw = dict(images=images, grid_n=0, progress=False)
+    whole, recs_w = fit(cfg, tmp_path / "a", chunk_steps=5, **kw)
+    cut, recs_c = fit(cfg, tmp_path / "b", chunk_steps=4, **kw)
+    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(cut), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert len(recs_w[0]["chunk_loss"]) == 1 and len(recs_c[0]["chunk_loss"]) == 2
+    assert recs_c[0]["loss"] == pytest.approx(recs_w[0]["loss"], rel=1e-6)
+    # 5 steps, at most 4 per call: 3 + 2, not 4 + 1; as equal as possible, never longer
+    assert chunk_size(5, 4) == 3 and chunk_size(64, 39) == 32 and chunk_size(468, 39) == 39
+    for steps in range(1, 60):
+        for most in range(1, 12):
+            size = chunk_size(steps, most)
+            calls = -(-steps // size)
+            assert size <= most and calls == -(-steps // most)  # no more calls than needed
+            assert size == 1 or -(-steps // (size - 1)) > calls  # and the shortest such length
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_last_epoch():

@@ -134,8 +134,24 @@ def build(cfg: Config, steps_per_epoch: int | None = None) -> Pieces:
 
 
 def init_params(pieces: Pieces, key: jax.Array) -> Any:
-    """Initialise network parameters for 28x28 single-channel images."""
-    return pieces.model.init(key, jnp.zeros((1, 28, 28, 1)), jnp.zeros((1,)))
+    """Initialise network parameters for 28x28 single-channel images, in one jitted call.
+
+    The same values as Flax's eager ``model.init`` (tested bitwise), which would compile each
+    of its few hundred operations on its own (measured on the starter CNN: 12.7 s eager
+    against 4.5 s jitted, most of that XLA compiling the parameters' random draws).
+    """
+    return jax.jit(pieces.model.init)(key, jnp.zeros((1, 28, 28, 1)), jnp.zeros((1,)))
+
+
+def abstract_params(pieces: Pieces) -> Any:
+    """The parameters' shapes and dtypes (``jax.ShapeDtypeStruct`` leaves), computing nothing.
+
+    The target structure for loading saved weights.
+    """
+    x = jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32)
+    return jax.eval_shape(
+        pieces.model.init, jax.random.key(0), x, jax.ShapeDtypeStruct((1,), x.dtype)
+    )
 
 
 def generate(
@@ -371,7 +387,8 @@ def fit(
         workdir: Output folder.
         data_dir: MNIST folder (see :func:`jaxdiff.data.resolve_data_dir`).
         resume: Continue from the latest complete checkpoint in ``workdir``.
-        chunk_steps: Steps per jitted call.
+        chunk_steps: Most steps per jitted call (the epoch is cut into chunks as equal as
+            its step count allows).
         grid_n: Samples in each epoch's grid (0 disables grids).
         grid_every: Draw the grid every this many epochs (and after the last).
         keep_checkpoints: Checkpoints kept.
@@ -419,7 +436,7 @@ def fit(
     n = images.shape[0]
     pieces = build(cfg, steps_per_epoch=n // cfg.train.batch_size)
     keys = run_keys(cfg.train.seed)
-    state = init_train_state(init_params(pieces, keys.init), pieces.tx)
+    state = jax.jit(init_train_state, static_argnums=1)(init_params(pieces, keys.init), pieces.tx)
     start_epoch, records = 0, []
     if resume and has_ckpt:
         state, meta = ckpt.restore_checkpoint(ckdir, state)
@@ -539,6 +556,23 @@ def _record_warm_start(workdir: Path, warm_start: str | Path, epoch: int) -> Non
     atomic_json(workdir / "config.json", {**cfg_json, "warm_starts": warm_starts})
 
 
+def chunk_size(steps: int, most: int) -> int:
+    """Steps per jitted call: as few calls as ``most`` allows, as equal in length as possible.
+
+    Each distinct length is one more compilation of the scanned step, so 64 steps with
+    ``most=39`` run as 32 + 32, not 39 + 25; a full MNIST epoch (468 steps) as 12 x 39.
+
+    Args:
+        steps: Steps in the epoch.
+        most: Most steps per call.
+
+    Returns:
+        The chunk length (the last chunk may be shorter).
+    """
+    calls = -(-steps // most)
+    return -(-steps // calls)
+
+
 def _run_epoch(
     run_steps: Callable,
     state: TrainState,
@@ -565,8 +599,9 @@ def _run_epoch(
     t0 = time.perf_counter()
     losses, gnorms, weights = [], [], []
     bar = tqdm(total=steps, desc=label, disable=not progress, leave=False, mininterval=1.0)
-    for s0 in range(0, steps, chunk_steps):
-        state, m = run_steps(state, images, idx[s0 : s0 + chunk_steps], key)
+    size = chunk_size(steps, chunk_steps)
+    for s0 in range(0, steps, size):
+        state, m = run_steps(state, images, idx[s0 : s0 + size], key)
         loss = np.asarray(m["loss"])
         if not np.all(np.isfinite(loss)):
             bar.close()
@@ -639,7 +674,7 @@ def load_run(
         meta = ckpt.read_json(path / "config.json")
         cfg = Config.from_dict(meta["config"])
         pieces = build(cfg)
-        params, meta = ckpt.load_exported(path, init_params(pieces, jax.random.key(0)))
+        params, meta = ckpt.load_exported(path, abstract_params(pieces))
         return cfg, pieces, params, meta
     ckdir = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     if ckpt.latest_epoch(ckdir) is None:
@@ -650,7 +685,7 @@ def load_run(
     meta = ckpt.read_meta(ckdir, epoch)
     cfg = Config.from_dict(meta["config"])
     pieces = build(cfg)
-    target = init_train_state(init_params(pieces, jax.random.key(0)), pieces.tx)
+    target = jax.eval_shape(lambda p: init_train_state(p, pieces.tx), abstract_params(pieces))
     state, meta = ckpt.restore_checkpoint(ckdir, target, epoch)
     return cfg, pieces, state.ema_params if weights == "ema" else state.params, meta
 

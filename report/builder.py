@@ -1236,6 +1236,17 @@ class ReportBuilder:
             for k, r in ratios.items():
                 if isinstance(r, int | float):
                     self.num.put(f"bench.ratio.{_key(k)}", float(r), _f(float(r), 2))
+            bab = b.get("best_against_best")
+            for what, v in (bab if isinstance(bab, dict) else {}).items():
+                if isinstance(v, dict) and isinstance(v.get("ratio"), int | float):
+                    self.num.put(f"bench.best.{_key(what)}", float(v["ratio"]), _f(v["ratio"], 2))
+            cfg = b.get("config") if isinstance(b.get("config"), dict) else {}
+            cpu = cfg.get("cpu") if isinstance(cfg.get("cpu"), dict) else {}
+            flags = cpu.get("flags")
+            if isinstance(flags, list):
+                isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "x86"
+                bf16 = "avx512_bf16" in flags
+                self.num.put("bench.isa", isa, isa + (" with bf16" if bf16 else ", no native bf16"))
             la = b.get("config", {}).get("load_avg") if isinstance(b.get("config"), dict) else None
             if isinstance(la, list | tuple) and la:
                 self.num.put("bench.load_avg", float(la[0]), _f(float(la[0]), 2))

@@ -73,10 +73,11 @@ def cpu_info() -> dict:
     try:
         lines = open("/proc/cpuinfo").read().splitlines()
         flags = set(next(x for x in lines if x.startswith("flags")).split())
+        model = next(x for x in lines if x.startswith("model name")).split(":", 1)[1].strip()
     except (OSError, StopIteration):
-        flags = set()
+        flags, model = set(), "unknown"
     wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return {"flags": [f for f in wanted if f in flags], "cores": os.cpu_count()}
+    return {"flags": [f for f in wanted if f in flags], "cores": os.cpu_count(), "model": model}
 
 
 def torch_case(steps: int, b: int, autocast: bool):

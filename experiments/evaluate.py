@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jaxdiff.app.cli import evaluate_command
+from jaxdiff.app.cli import add_sampling_conv_impl, evaluate_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=500, help="samples per jitted sampler call")
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder")
     p.add_argument("--data-dir", default=None, help="MNIST folder")
+    add_sampling_conv_impl(p)
     return evaluate_command(p.parse_args(argv))
 
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jaxdiff.app.cli import sample_command
+from jaxdiff.app.cli import add_sampling_conv_impl, sample_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=None, help="output prefix (default <ckpt>/samples_<seed>)"
     )
     p.add_argument("--data-dir", default=None, help="MNIST folder (cold start-state fit)")
+    add_sampling_conv_impl(p)
     return sample_command(p.parse_args(argv))
 
 

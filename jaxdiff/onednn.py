@@ -13,9 +13,12 @@ compiler, no oneDNN headers, not x86-64 Linux) it records why and ``auto`` keeps
 pure-XLA path. ``JAXDIFF_ONEDNN=0`` switches it off; ``JAXDIFF_CACHE_DIR`` moves the cache
 (default ``~/.cache/jaxdiff``).
 
-bfloat16: oneDNN has bf16 convolutions only on CPUs with AVX-512 (``avx512_core`` and up).
-Elsewhere bf16 inputs are convolved in float32 (the casts fuse into the neighbouring XLA
-ops) and the result is rounded back to bf16, which is at least as accurate.
+bfloat16: oneDNN runs bf16 convolutions at speed only on CPUs with bf16 instructions
+(``avx512_core_bf16`` and up, :func:`native_bf16`); on plain AVX-512 it emulates them (3.5x
+slower than float32, measured) and on AVX2 it has none. Elsewhere bf16 inputs are convolved
+in float32 (the casts fuse into the neighbouring XLA ops) and the result is rounded back to
+bf16, which is at least as accurate. :func:`cpu_isa` names the instruction set oneDNN uses
+(``ONEDNN_MAX_CPU_ISA`` caps it, as for oneDNN itself).
 """
 
 from __future__ import annotations
@@ -112,6 +115,7 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
         symbol = f"jaxdiff_onednn_conv_{name}"
         jax.ffi.register_ffi_target(symbol, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
     lib.jaxdiff_onednn_has_bf16.restype = ctypes.c_int
+    lib.jaxdiff_onednn_isa.restype = ctypes.c_int
     return lib, None
 
 
@@ -139,10 +143,65 @@ def _require() -> ctypes.CDLL:
     return lib
 
 
+#: oneDNN's ``dnnl_cpu_isa_t`` values (``oneapi/dnnl/dnnl_types.h``); each ISA's bits
+#: contain those of the ISAs below it.
+ISA_BITS = {
+    "sse41": 0x1,
+    "avx": 0x3,
+    "avx2": 0x7,
+    "avx2_vnni": 0xF,
+    "avx2_vnni_2": 0x1F,
+    "avx512_core": 0x27,
+    "avx512_core_vnni": 0x67,
+    "avx512_core_bf16": 0xE7,
+    "avx512_core_fp16": 0x1EF,
+    "avx512_core_amx": 0xFEF,
+    "avx512_core_amx_fp16": 0x1FEF,
+}
+
+
+@cache
+def _isa_value() -> int:
+    return int(_require().jaxdiff_onednn_isa())
+
+
+def has_isa(name: str) -> bool:
+    """Whether oneDNN's effective instruction set includes ``name`` (a key of :data:`ISA_BITS`).
+
+    Args:
+        name: An ISA name, e.g. ``"avx512_core_bf16"`` or ``"avx512_core_amx"``.
+
+    Returns:
+        ``True`` if the CPU has it and ``ONEDNN_MAX_CPU_ISA`` does not cap it away.
+
+    Raises:
+        ValueError: For a name not in :data:`ISA_BITS`.
+        OneDNNUnavailable: Where oneDNN cannot run.
+    """
+    if name not in ISA_BITS:
+        raise ValueError(f"unknown oneDNN ISA {name!r}; choose from {sorted(ISA_BITS)}.")
+    bits = ISA_BITS[name]
+    return _isa_value() & bits == bits
+
+
+def cpu_isa() -> str:
+    """The name of the most capable instruction set oneDNN uses on this CPU.
+
+    Returns:
+        A key of :data:`ISA_BITS`, e.g. ``"avx2"`` or ``"avx512_core_amx"`` (``"unknown"``
+        for a value this table does not know).
+
+    Raises:
+        OneDNNUnavailable: Where oneDNN cannot run.
+    """
+    value = _isa_value()
+    return next((n for n, b in ISA_BITS.items() if b == value), "unknown")
+
+
 @cache
 def native_bf16() -> bool:
-    """Whether oneDNN runs bfloat16 convolutions natively on this CPU (AVX-512 and up)."""
-    return bool(_require().jaxdiff_onednn_has_bf16())
+    """Whether oneDNN runs bfloat16 convolutions natively (``avx512_core_bf16`` and up)."""
+    return has_isa("avx512_core_bf16") and bool(_require().jaxdiff_onednn_has_bf16())
 
 
 def _call(name: str, out: jax.ShapeDtypeStruct, *args: jax.Array) -> jax.Array:
@@ -175,7 +234,8 @@ def conv2d_onednn(x: jax.Array, kernel: jax.Array) -> jax.Array:
     Same contract as :func:`jaxdiff.ops.conv2d_reference`. The forward pass, the input
     gradient and the kernel gradient (accumulated in ``float32``) are each one oneDNN
     primitive, built once per shape and cached. ``bfloat16`` inputs are convolved natively
-    where the CPU has AVX-512 (:func:`native_bf16`), else in ``float32`` and rounded back.
+    where the CPU has bf16 instructions (:func:`native_bf16`), else in ``float32`` and
+    rounded back.
 
     Args:
         x: Input ``(B, H, W, Cin)``, ``float32`` or ``bfloat16``.

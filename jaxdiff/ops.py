@@ -29,9 +29,11 @@ the bottleneck of the reference path, is not used. Kernels of 5x5 and smaller go
 convolution, which is as fast or faster for them.
 
 ``"onednn"`` (:mod:`jaxdiff.onednn`) runs oneDNN's convolutions through the XLA FFI, about
-2x faster than XLA's own for the UNet's 3x3 kernels; ``"fast-onednn"``, the CPU default where
-oneDNN can run, sends kernels of 5x5 and smaller there, and larger ones to the Fourier path
-unless they have few input channels (:data:`ONEDNN_MAX_CIN`).
+2x faster than XLA's own for the UNet's 3x3 kernels; ``"fast-onednn"`` sends kernels of 5x5
+and smaller there, and larger ones to the Fourier path unless they have few input channels
+(:data:`ONEDNN_MAX_CIN`). On a CPU, ``"auto"`` resolves to ``"onednn"`` where oneDNN has AMX
+(its bf16 convolutions then beat every other path, and its fp32 ones the Fourier path), else
+to ``"fast-onednn"`` (:func:`resolve_conv_impl`).
 
 The starter block's LayerNorm + GELU, fused with a hand-written backward, lives in
 :mod:`jaxdiff.fused`.
@@ -591,13 +593,20 @@ AUTO_BY_BACKEND = {"cpu": "fast-onednn"}
 AUTO_FALLBACK = "xla"
 #: What a choice in :data:`AUTO_BY_BACKEND` falls back to where oneDNN is unavailable.
 ONEDNN_FALLBACK = {"fast-onednn": "fast", "onednn": "loopsafe"}
+#: On a CPU whose oneDNN ISA includes this one, :data:`AUTO` takes ``"onednn"`` for every
+#: kernel: with AMX, oneDNN's direct 7x7 convolutions beat the Fourier path, 1.9x in a bf16
+#: starter training step and 1.07x in fp32 (``docs/benchmarks.md``). Without AMX the
+#: Fourier path wins for 7x7 kernels (AVX2 and AVX-512 hosts, measured).
+AUTO_ONEDNN_ALL_ISA = "avx512_core_amx"
 
 
 def resolve_conv_impl(name: str, backend: str | None = None) -> str:
     """Resolve ``"auto"`` to a concrete implementation name for ``backend``.
 
-    On CPU this is ``"fast-onednn"`` where :func:`jaxdiff.onednn.available` (which builds
-    the oneDNN kernels on its first call), else ``"fast"``.
+    On CPU this is ``"onednn"`` where oneDNN runs and has AMX
+    (:data:`AUTO_ONEDNN_ALL_ISA`), ``"fast-onednn"`` where it runs without AMX (building
+    the oneDNN kernels on the first call, :func:`jaxdiff.onednn.available`), else
+    ``"fast"``.
 
     Args:
         name: ``"auto"`` or a registered name (returned unchanged once checked).
@@ -618,6 +627,8 @@ def resolve_conv_impl(name: str, backend: str | None = None) -> str:
 
             if not onednn.available():
                 return ONEDNN_FALLBACK[impl]
+            if onednn.has_isa(AUTO_ONEDNN_ALL_ISA):
+                return "onednn"
         return impl
     if name not in _CONVS:
         raise ValueError(

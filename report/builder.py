@@ -1246,7 +1246,12 @@ class ReportBuilder:
             if isinstance(flags, list):
                 isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "x86"
                 bf16 = "avx512_bf16" in flags
-                self.num.put("bench.isa", isa, isa + (" with bf16" if bf16 else ", no native bf16"))
+                desc = " with bf16" if bf16 else ", no native bf16"
+                desc += " and AMX" if "amx_bf16" in flags else ""
+                self.num.put("bench.isa", isa, isa + desc)
+            impl = cfg.get("resolved_impl")
+            if isinstance(impl, str):
+                self.num.put("bench.impl", impl, impl)
             la = b.get("config", {}).get("load_avg") if isinstance(b.get("config"), dict) else None
             if isinstance(la, list | tuple) and la:
                 self.num.put("bench.load_avg", float(la[0]), _f(float(la[0]), 2))

@@ -5,7 +5,9 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxdiff import ops
 
@@ -106,6 +108,7 @@ def test_ddpm_then_sample(tmp_path, data_dir):
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["n"] == 20 and m["sampler"] == "ddim" and m["steps"] == 5 and m["clip_x0"] == "wide"
+    assert m["conv_impl"] == ops.resolve_conv_impl("auto")  # sampling defaults to the fast path
     assert m["fd"] > m["floor"]["fd"] and len(m["fd_ci"]) == 2 and m["sample_seconds"] > 0
     for name in ("confident", "unconfident", "nn_closest", "nn_farthest", "per_class"):
         assert (tmp_path / "ev" / f"{name}.png").exists(), name
@@ -122,6 +125,20 @@ def test_ddpm_then_sample(tmp_path, data_dir):
     assert meta["weights"] == "raw"
     for a, b in zip(jax.tree.leaves(exported), jax.tree.leaves(raw), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # Sampling may swap the convolution implementation; the model computes the same values.
+    cfg_rec, pieces_rec, params_rec, _ = load_run(work)
+    cfg_xla, pieces_xla, params_xla, _ = load_run(work, conv_impl="xla")
+    assert cfg_rec.model.conv_impl == saved and cfg_xla.model.conv_impl == "xla"
+    xt = jax.random.normal(jax.random.key(0), (2, 28, 28, 1))
+    t = jnp.array([0.1, 0.9])
+    want = pieces_rec.model.apply(params_rec, xt, t)
+    got = pieces_xla.model.apply(params_xla, xt, t)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * float(jnp.abs(want).max()))
+    with pytest.raises(ValueError, match="unknown conv impl 'fft'"):
+        load_run(work, conv_impl="fft")
+    r = _run(["experiments/sample.py", "--checkpoint", str(work), "--conv-impl", "fft"])
+    assert r.returncode == 2 and "unknown conv impl 'fft'" in r.stderr
+    assert "Traceback" not in r.stderr
     # A committed run on a fresh clone has no checkpoints: its workdir loads final/.
     import shutil
 

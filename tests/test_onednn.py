@@ -99,7 +99,6 @@ def test_fast_onednn_sends_small_kernels_to_onednn_and_large_to_fourier():
         ops.conv2d_fast_onednn(x1, kernel7_1), ops.conv2d_onednn(x1, kernel7_1)
     )
     assert ops.get_conv("fast-onednn") is ops.conv2d_fast_onednn
-    assert ops.resolve_conv_impl("auto", "cpu") == "fast-onednn"
 
 
 @needs_onednn
@@ -120,6 +119,9 @@ import json, jax.numpy as jnp
 from jaxdiff import onednn, ops
 out = {"available": onednn.available(), "why": onednn.unavailable_reason(),
        "auto": ops.resolve_conv_impl("auto", "cpu")}
+if out["available"]:
+    out["isa"] = onednn.cpu_isa()
+    out["native_bf16"] = onednn.native_bf16()
 try:
     ops.get_conv("onednn")(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 2, 2)))
     out["error"] = None
@@ -129,8 +131,10 @@ print(json.dumps(out))
 """
 
 
-def _probe(tmp_path, **env):
-    full = {**os.environ, "JAXDIFF_CACHE_DIR": str(tmp_path / "cache"), **env}
+def _probe(tmp_path, fresh_cache=True, **env):
+    full = {**os.environ, **env}
+    if fresh_cache:
+        full["JAXDIFF_CACHE_DIR"] = str(tmp_path / "cache")
     proc = subprocess.run(
         [sys.executable, "-c", _PROBE], capture_output=True, text=True, env=full, cwd=ROOT
     )
@@ -152,5 +156,40 @@ def test_unavailable_falls_back_for_auto_and_explains_explicit_use(tmp_path, env
 @needs_onednn
 def test_builds_into_a_fresh_cache(tmp_path):
     out = _probe(tmp_path)
-    assert out["available"] and out["auto"] == "fast-onednn" and out["error"] is None
+    assert out["available"] and out["auto"] in ("onednn", "fast-onednn") and out["error"] is None
     assert len(list((tmp_path / "cache" / "onednn").glob("*/libjaxdiff_onednn.so"))) == 1
+
+
+def _cpu_flags() -> set[str]:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return set(line.split(":", 1)[-1].split())
+
+
+@needs_onednn
+def test_isa_matches_the_cpu_and_picks_auto():
+    flags = _cpu_flags()
+    assert onednn.cpu_isa() in onednn.ISA_BITS
+    assert onednn.has_isa("avx2") == ("avx2" in flags)
+    assert onednn.has_isa("avx512_core_bf16") == ({"avx512f", "avx512_bf16"} <= flags)
+    assert onednn.has_isa("avx512_core_amx") == ({"amx_bf16", "amx_tile"} <= flags)
+    assert onednn.native_bf16() == onednn.has_isa("avx512_core_bf16")
+    amx = onednn.has_isa("avx512_core_amx")
+    assert ops.resolve_conv_impl("auto", "cpu") == ("onednn" if amx else "fast-onednn")
+    with pytest.raises(ValueError, match="unknown oneDNN ISA 'avx9'"):
+        onednn.has_isa("avx9")
+
+
+@needs_onednn
+@pytest.mark.parametrize(
+    ("cap", "auto", "bf16"),
+    [("AVX2", "fast-onednn", False), ("AVX512_CORE", "fast-onednn", False)],
+)
+def test_capped_isa_keeps_the_fourier_path_and_emulated_bf16_off(tmp_path, cap, auto, bf16):
+    # ONEDNN_MAX_CPU_ISA caps what oneDNN uses: without AMX `auto` keeps the Fourier path for
+    # large kernels, and without bf16 instructions bf16 is convolved in float32.
+    if not onednn.has_isa(cap.lower()):
+        pytest.skip(f"this CPU lacks {cap}")
+    out = _probe(tmp_path, fresh_cache=False, ONEDNN_MAX_CPU_ISA=cap)
+    assert out["isa"] == cap.lower()
+    assert out["auto"] == auto and out["native_bf16"] is bf16

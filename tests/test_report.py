@@ -138,7 +138,11 @@ def built(tmp_path_factory):
     (root / "bench" / "bench.json").write_text(
         json.dumps(
             {
-                "config": {"load_avg": [1.5, 1.0, 1.0], "cpu": {"flags": ["avx2"], "cores": 2}},
+                "config": {
+                    "load_avg": [1.5, 1.0, 1.0],
+                    "cpu": {"flags": ["avx2", "avx512f", "avx512_bf16", "amx_bf16"], "cores": 2},
+                    "resolved_impl": "onednn",
+                },
                 "cases": {
                     "jaxdiff fp32 train": {"images_per_s": 800.0, "gflops": 384.0},
                     "torch fp32 train": {"images_per_s": 500.0, "gflops": 240.0},
@@ -258,7 +262,8 @@ def test_steps_table_and_bench(built):
     assert _n(data, "bench.ratio.fp32_train")["v"] == pytest.approx(1.6)
     assert _n(data, "bench.jaxdiff_fp32_train.img_s")["v"] == 800.0
     assert _n(data, "bench.best.train")["v"] == pytest.approx(1.6)
-    assert _n(data, "bench.isa")["s"] == "AVX2, no native bf16"
+    assert _n(data, "bench.isa")["s"] == "AVX-512 with bf16 and AMX"
+    assert _n(data, "bench.impl")["s"] == "onednn"
     assert len(data["tables"]["bench"]["rows"]) == 2
     fid = {r[0]: r for r in data["tables"]["fidelity"]["rows"]}
     assert fid["PyTorch starter, epoch 24"][4] == "115.0 [110.0, 120.0]"

@@ -27,6 +27,24 @@ from jaxdiff.paths import (
 )
 
 USER_ERRORS = (DataError, CheckpointError, ValueError)
+#: ``--conv-impl`` value of the sampling drivers that keeps the run's recorded implementation.
+RECORDED = "recorded"
+
+
+def add_sampling_conv_impl(parser: argparse.ArgumentParser) -> None:
+    """Add ``--conv-impl`` to a sampling driver (``sample.py``, ``evaluate.py``).
+
+    Args:
+        parser: The driver's parser.
+    """
+    parser.add_argument(
+        "--conv-impl",
+        default="auto",
+        help="convolution implementation to sample with: auto (default, the fastest here;\n"
+        "all are tested equal to XLA's up to float rounding), recorded (the run's own, for\n"
+        "bitwise reproduction on the recording host), or a name: xla, fast, fast-onednn,\n"
+        "onednn, loopsafe",
+    )
 
 
 def _int_tuple(text: str) -> tuple[int, ...]:
@@ -118,8 +136,9 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
         "--conv-impl",
         default="auto",
         help="convolution implementation: auto (the fastest tested path for the backend;\n"
-        "config.json records what it resolved to; on CPU fast-onednn, or fast where the oneDNN\n"
-        "kernels cannot be built), xla (the reference), fast, fast-onednn, onednn, loopsafe",
+        "config.json records what it resolved to; on CPU onednn where oneDNN has AMX, else\n"
+        "fast-onednn, or fast where the oneDNN kernels cannot be built), xla (the reference),\n"
+        "fast, fast-onednn, onednn, loopsafe",
     )
     m.add_argument("--attention", action="store_true", help="UNet: attention at 7x7")
     m.add_argument(
@@ -368,8 +387,9 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
 
     Args:
         args: Flags with ``checkpoint``, ``epoch``, ``n``, ``seed``, ``sampler``, ``steps``,
-            ``eta``, ``data_dir`` and optionally ``weights`` (``"ema"`` or ``"raw"``) and
-            ``clip_x0`` (DDIM only).
+            ``eta``, ``data_dir`` and optionally ``weights`` (``"ema"`` or ``"raw"``),
+            ``clip_x0`` (DDIM only) and ``conv_impl`` (``"recorded"``, the run's own, when
+            absent).
         images: Training images for a cold run's start-state fit (read when ``None``).
         batch: Samples per jitted sampler call.
 
@@ -387,7 +407,9 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
 
     weights = getattr(args, "weights", "ema")
     clip_x0 = getattr(args, "clip_x0", None) or False
-    cfg, pieces, params, meta = load_run(args.checkpoint, args.epoch, weights)
+    conv_impl = getattr(args, "conv_impl", RECORDED)
+    conv_impl = None if conv_impl == RECORDED else conv_impl
+    cfg, pieces, params, meta = load_run(args.checkpoint, args.epoch, weights, conv_impl)
     sampler = args.sampler or default_sampler(cfg)
     start = None
     if cfg.process.kind == "cold":
@@ -423,6 +445,7 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
         "sample_seconds": round(time.perf_counter() - t0, 2),
         "seed": args.seed,
         "weights": weights,
+        "conv_impl": cfg.model.conv_impl,
     }
     return x, info
 

@@ -32,6 +32,7 @@ from jaxdiff.config import Config
 from jaxdiff.data import FILES, load_mnist
 from jaxdiff.losses import LossFn, cold_loss, ddpm_loss
 from jaxdiff.models import build_model
+from jaxdiff.ops import resolve_conv_impl
 from jaxdiff.paths import atomic_json, atomic_npy, atomic_write, check_readable_dir
 from jaxdiff.sampling import CLIP_RANGES, ddim_sample, ddpm_sample, dpmpp_sample, eps_model
 from jaxdiff.schedules import Schedule, make_schedule
@@ -642,7 +643,10 @@ def _export_epoch(workdir: Path, cfg: Config, state: TrainState, epoch: int) -> 
 
 
 def load_run(
-    path: str | Path, epoch: int | None = None, weights: str = "ema"
+    path: str | Path,
+    epoch: int | None = None,
+    weights: str = "ema",
+    conv_impl: str | None = None,
 ) -> tuple[Config, Pieces, Any, dict]:
     """Load a trained model for sampling from a run workdir or an exported params folder.
 
@@ -653,15 +657,26 @@ def load_run(
         epoch: Checkpoint to load (latest when ``None``); ignored for exported params.
         weights: ``"ema"`` (the EMA parameters, the default) or ``"raw"`` (the optimizer's
             current parameters; checkpoints only — exported folders hold the EMA ones).
+        conv_impl: Convolution implementation to sample with (``"auto"`` or a name in
+            :func:`jaxdiff.ops.available_convs`; all are tested equal to XLA's); ``None``
+            keeps the one the run recorded. The returned ``cfg`` names the one in use.
 
     Returns:
         ``(cfg, pieces, params, meta)``.
 
     Raises:
         CheckpointError: If nothing loadable is found at ``path``.
+        ValueError: For an unknown ``weights`` or ``conv_impl``.
     """
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}.")
+    impl = None if conv_impl is None else resolve_conv_impl(conv_impl)
+
+    def build_with_impl(cfg: Config) -> tuple[Config, Pieces]:
+        if impl is not None:
+            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, conv_impl=impl))
+        return cfg, build(cfg)
+
     path = Path(path)
     has_ckpts = (path / "checkpoints").is_dir() and ckpt.latest_epoch(path / "checkpoints")
     if not has_ckpts and (path / "final" / "params.msgpack").exists():
@@ -672,8 +687,7 @@ def load_run(
                 f"{path} holds exported EMA parameters only; use a run workdir for raw weights."
             )
         meta = ckpt.read_json(path / "config.json")
-        cfg = Config.from_dict(meta["config"])
-        pieces = build(cfg)
+        cfg, pieces = build_with_impl(Config.from_dict(meta["config"]))
         params, meta = ckpt.load_exported(path, abstract_params(pieces))
         return cfg, pieces, params, meta
     ckdir = path / "checkpoints" if (path / "checkpoints").is_dir() else path
@@ -683,8 +697,7 @@ def load_run(
             "folder with params.msgpack and config.json."
         )
     meta = ckpt.read_meta(ckdir, epoch)
-    cfg = Config.from_dict(meta["config"])
-    pieces = build(cfg)
+    cfg, pieces = build_with_impl(Config.from_dict(meta["config"]))
     target = jax.eval_shape(lambda p: init_train_state(p, pieces.tx), abstract_params(pieces))
     state, meta = ckpt.restore_checkpoint(ckdir, target, epoch)
     return cfg, pieces, state.ema_params if weights == "ema" else state.params, meta

@@ -227,6 +227,9 @@ ffi::Error BwdWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyB
 
 }  // namespace
 
+// oneDNN's effective CPU ISA (a dnnl_cpu_isa_t value; ONEDNN_MAX_CPU_ISA caps it).
+extern "C" int jaxdiff_onednn_isa() { return static_cast<int>(dnnl::get_effective_cpu_isa()); }
+
 // 1 when oneDNN can build a bfloat16 convolution on this CPU (AVX-512 and up), else 0.
 extern "C" int jaxdiff_onednn_has_bf16() {
   try {

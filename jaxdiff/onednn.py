@@ -41,8 +41,31 @@ import jax.numpy as jnp
 from jaxdiff.paths import cache_root
 
 _SOURCE = Path(__file__).parent / "csrc" / "onednn_conv.cc"
+#: Built into the same library: the starter block's LayerNorm + GELU (:mod:`jaxdiff.fused`).
+_LN_SOURCE = Path(__file__).parent / "csrc" / "plane_ln_gelu.cc"
 _TARGETS = ("fwd", "bwd_data", "bwd_weights")
-_CXXFLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC")
+_LN_TARGETS = ("jaxdiff_plane_ln_gelu_fwd", "jaxdiff_plane_ln_gelu_bwd")
+# -march=native: the LayerNorm kernel's channel loops vectorise for this CPU (the cache key
+# names the CPU, so a library is never loaded on another one).
+_CXXFLAGS = (
+    "-O3",
+    "-march=native",
+    "-fno-math-errno",
+    "-fopenmp",
+    "-std=c++17",
+    "-shared",
+    "-fPIC",
+)
+
+
+def _cpu_signature() -> str:
+    """The CPU model and feature flags (what -march=native compiles for)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    keep = [ln for ln in lines if ln.startswith(("model name", "flags"))][:2]
+    return "\n".join(keep)
 
 
 class OneDNNUnavailable(RuntimeError):
@@ -79,22 +102,24 @@ def _build(inc: Path, lib: Path) -> Path:
     if cxx is None:
         raise OneDNNUnavailable("no C++ compiler found (set CXX, or install g++).")
     jax_inc = Path(jax.ffi.include_dir())
-    source = _SOURCE.read_bytes()
-    parts = [jax.__version__, str(inc), cxx, *_CXXFLAGS]
-    key = hashlib.sha256(b"\0".join([source, *map(str.encode, parts)])).hexdigest()[:16]
+    sources = [_SOURCE.read_bytes(), _LN_SOURCE.read_bytes()]
+    parts = [jax.__version__, str(inc), cxx, *_CXXFLAGS, _cpu_signature()]
+    key = hashlib.sha256(b"\0".join([*sources, *map(str.encode, parts)])).hexdigest()[:16]
     out = _cache_dir() / key / "libjaxdiff_onednn.so"
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    print(f"[jaxdiff] compiling the oneDNN convolution kernels (once) into {out}", file=sys.stderr)
+    print(f"[jaxdiff] compiling the native CPU kernels (once) into {out}", file=sys.stderr)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         tmp_out = Path(tmp) / out.name
-        cmd = [cxx, *_CXXFLAGS, f"-I{jax_inc}", f"-I{inc}", str(_SOURCE), f"-L{lib}", "-ldnnl"]
+        cmd = [cxx, *_CXXFLAGS, f"-I{jax_inc}", f"-I{inc}", str(_SOURCE), str(_LN_SOURCE)]
+        cmd += [f"-L{lib}", "-ldnnl"]
         cmd += [f"-Wl,-rpath,{lib}", "-o", str(tmp_out)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise OneDNNUnavailable(
-                f"compiling {_SOURCE.name} failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}"
+                f"compiling {_SOURCE.name} and {_LN_SOURCE.name} failed ({' '.join(cmd)}):\n"
+                + proc.stderr[-2000:]
             )
         os.replace(tmp_out, out)  # atomic: a concurrent build leaves one complete file
     return out
@@ -111,8 +136,7 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
         lib = ctypes.CDLL(str(_build(*_find_onednn())))
     except (OneDNNUnavailable, OSError) as e:
         return None, str(e)
-    for name in _TARGETS:
-        symbol = f"jaxdiff_onednn_conv_{name}"
+    for symbol in (*(f"jaxdiff_onednn_conv_{name}" for name in _TARGETS), *_LN_TARGETS):
         jax.ffi.register_ffi_target(symbol, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
     lib.jaxdiff_onednn_has_bf16.restype = ctypes.c_int
     lib.jaxdiff_onednn_isa.restype = ctypes.c_int
@@ -131,6 +155,16 @@ def available() -> bool:
 def unavailable_reason() -> str | None:
     """Why :func:`available` is ``False`` (``None`` when it is ``True``)."""
     return _load()[1]
+
+
+def require() -> None:
+    """Build and load the native kernels, or raise why they cannot run here.
+
+    Raises:
+        OneDNNUnavailable: Where the library cannot be built or loaded (the message says why
+            and what to use instead).
+    """
+    _require()
 
 
 def _require() -> ctypes.CDLL:

@@ -5,6 +5,7 @@ import os
 import platform
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -193,3 +194,90 @@ def test_capped_isa_keeps_the_fourier_path_and_emulated_bf16_off(tmp_path, cap, 
     out = _probe(tmp_path, fresh_cache=False, ONEDNN_MAX_CPU_ISA=cap)
     assert out["isa"] == cap.lower()
     assert out["auto"] == auto and out["native_bf16"] is bf16
+
+
+# ----------------------------------------------------------------- LayerNorm + GELU kernel
+
+
+@needs_onednn
+@pytest.mark.parametrize(
+    ("shape", "dtype", "tol"),
+    [
+        ((3, 9, 7, 5), jnp.float32, 2e-6),
+        ((4, 28, 28, 32), jnp.float32, 2e-6),
+        ((3, 9, 7, 5), jnp.bfloat16, 1e-2),
+        ((4, 28, 28, 16), jnp.bfloat16, 1e-2),
+    ],
+)
+def test_native_layer_norm_gelu_equals_the_xla_one(shape, dtype, tol):
+    from jaxdiff import fused
+
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(3.0 * rng.standard_normal(shape) + 1.0, jnp.float32).astype(dtype)
+    pshape = (*shape[1:3], 1)
+    scale = jnp.asarray(1.0 + 0.3 * rng.standard_normal(pshape), jnp.float32)
+    bias = jnp.asarray(0.5 * rng.standard_normal(pshape), jnp.float32)
+    cot = jnp.asarray(rng.standard_normal(shape), jnp.float32).astype(dtype)
+
+    def run(fn):
+        y, vjp = jax.vjp(fn, x, scale, bias)
+        return (y, *vjp(cot))
+
+    # inside a scan, as the training epoch runs it
+    def scanned(fn):
+        return jax.lax.scan(lambda c, _: (c, run(fn)), 0, None, length=2)[1]
+
+    got = jax.jit(lambda: scanned(fused.layer_norm_gelu_native))()
+    want = jax.jit(lambda: scanned(lambda a, s, b: fused.layer_norm_gelu(a, s, b, (1, 2))))()
+    for name, g, w in zip(("y", "dx", "dscale", "dbias"), got, want, strict=True):
+        assert g.shape == w.shape and g.dtype == w.dtype, name
+        g, w = np.asarray(g, np.float32), np.asarray(w, np.float32)
+        err = np.abs(g - w).max() / np.abs(w).max()
+        assert err < tol, f"{name}: relative error {err:.3g}"
+
+
+@needs_onednn
+def test_native_layer_norm_gelu_rejects_bad_inputs():
+    from jaxdiff import fused
+
+    x = jnp.zeros((2, 4, 4, 3))
+    with pytest.raises(ValueError, match="one per pixel"):
+        fused.layer_norm_gelu_native(x, jnp.ones((5, 4, 1)), jnp.zeros((4, 4, 1)))
+    with pytest.raises(ValueError, match=r"float32 or bfloat16 \(B, H, W, C\)"):
+        fused.layer_norm_gelu_native(x[0], jnp.ones((4, 4, 1)), jnp.zeros((4, 4, 1)))
+
+
+@needs_onednn
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_starter_cnn_on_the_native_path_equals_the_fourier_path(precision):
+    # the same parameters through conv_impl "onednn" (oneDNN convolutions and the native
+    # LayerNorm + GELU) and "fast" (Fourier convolutions, XLA's LayerNorm): same values and
+    # gradients up to rounding.
+    from jaxdiff.config import ModelConfig
+    from jaxdiff.models import build_model
+
+    models = {
+        impl: build_model(ModelConfig(precision=precision, conv_impl=impl))
+        for impl in ("onednn", "fast")
+    }
+    x = jax.random.normal(jax.random.key(0), (4, 28, 28, 1))
+    t = jnp.array([0.05, 0.3, 0.6, 0.95])
+    params = models["fast"].init(jax.random.key(1), x, t)
+
+    def loss(m, p):
+        return jnp.mean(jnp.square(m.apply(p, x, t)))
+
+    out = {k: jax.jit(jax.value_and_grad(partial(loss, m)))(params) for k, m in models.items()}
+    tol = 1e-4 if precision == "fp32" else 2e-2
+    (l1, g1), (l2, g2) = out["onednn"], out["fast"]
+    assert abs(float(l1) - float(l2)) <= tol * abs(float(l2))
+    top = max(float(jnp.abs(b).max()) for b in jax.tree.leaves(g2))
+    flat1 = jax.tree_util.tree_flatten_with_path(g1)[0]
+    for (path, a), b in zip(flat1, jax.tree.leaves(g2), strict=True):
+        name = jax.tree_util.keystr(path)
+        if "CNNBlock" in name and "Conv_0" in name and "bias" in name:
+            # a conv bias before a plane LayerNorm cancels in it: rounding noise on both paths
+            assert max(float(jnp.abs(a).max()), float(jnp.abs(b).max())) <= 1e-4 * top, name
+        else:  # fp32: per parameter; bf16: on the largest gradient's scale (bf16 rounding)
+            scale = float(jnp.abs(b).max()) if precision == "fp32" else top
+            assert float(jnp.abs(a - b).max()) <= tol * scale, name

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff.fused import gelu_erf, layer_norm_gelu
+from jaxdiff.fused import gelu_erf, layer_norm_gelu, layer_norm_gelu_native
 from jaxdiff.ops import get_conv
 
 # PyTorch's default init for Conv2d/Linear: weights and biases ~ U(-1/sqrt(fan_in), +).
@@ -136,11 +136,15 @@ class PlaneLayerNorm(nn.Module):
         eps: Variance floor (PyTorch's default 1e-5).
         fuse_gelu: Apply exact GELU after the affine, fused with a hand-written backward
             (:func:`jaxdiff.fused.layer_norm_gelu`); same parameters, same values.
+        native: With ``fuse_gelu`` and the plane statistics, compute the block with the C++
+            kernel :func:`jaxdiff.fused.layer_norm_gelu_native` (same parameters, the same
+            values up to float rounding).
     """
 
     over_channels: bool = False
     eps: float = 1e-5
     fuse_gelu: bool = False
+    native: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -150,6 +154,8 @@ class PlaneLayerNorm(nn.Module):
         if self.fuse_gelu:
             scale = self.param("scale", nn.initializers.ones, shape)
             bias = self.param("bias", nn.initializers.zeros, shape)
+            if self.native and not self.over_channels:
+                return layer_norm_gelu_native(x, scale, bias, self.eps)
             return layer_norm_gelu(x, scale, bias, axes, self.eps)
         xf = x.astype(jnp.float32)
         mean = xf.mean(axis=axes, keepdims=True)

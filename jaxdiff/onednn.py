@@ -5,7 +5,10 @@ convolution library (measured on the UNet's layers: ``benchmarks/conv_layers.py`
 module is the one place that talks to oneDNN: it compiles ``jaxdiff/csrc/onednn_conv.cc``
 (three FFI handlers: forward, input gradient, kernel gradient) against the ``onednn-cpu-gomp``
 wheel once per machine, caches the shared library, registers the handlers with JAX, and
-exposes :func:`conv2d_onednn`, a 'SAME' stride-1 convolution with a ``jax.custom_vjp``.
+exposes :func:`conv2d_onednn`, a 'SAME' stride-1 convolution with a ``jax.custom_vjp``. The
+same library carries jaxdiff's own kernel for the starter block's LayerNorm + GELU
+(``jaxdiff/csrc/plane_ln_gelu.cc``, used by :func:`jaxdiff.fused.layer_norm_gelu_native`),
+compiled with ``-march=native``; the cache key names the CPU model and flags.
 
 Nothing happens at import. The first call of :func:`available` (made when a model resolves
 ``conv_impl="auto"`` on CPU) builds or loads the library; if anything is missing (no C++

@@ -170,9 +170,11 @@ def layer_norm_gelu_native(
     kernel evaluates ``erf`` and ``exp`` with XLA's own float32 approximations), computed by
     ``jaxdiff/csrc/plane_ln_gelu.cc`` through the XLA FFI: the forward pass reads ``x`` twice
     and writes the output once per example, the backward pass reads ``x`` and the gradient
-    once, where XLA:CPU runs the block as several passes (measured: about a third of a bf16
-    starter training step on an AMX host). Built with the oneDNN kernels
-    (:func:`jaxdiff.onednn.available`); the models use it on the oneDNN convolution paths.
+    once, where XLA:CPU runs the block as several passes (about a third of a bf16 starter
+    training step on an AMX host). Built with the oneDNN kernels
+    (:func:`jaxdiff.onednn.available`). Measured slower than :func:`layer_norm_gelu` in that
+    step (489.8 against 577.3 img/s, interleaved, ``benchmarks/ab_steps.py``), so the models
+    do not use it (``PlaneLayerNorm(native=True)`` opts in).
 
     Args:
         x: Input ``(B, H, W, C)``, ``float32`` or ``bfloat16``.

@@ -249,10 +249,10 @@ def test_native_layer_norm_gelu_rejects_bad_inputs():
 
 @needs_onednn
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_starter_cnn_on_the_native_path_equals_the_fourier_path(precision):
-    # the same parameters through conv_impl "onednn" (oneDNN convolutions and the native
-    # LayerNorm + GELU) and "fast" (Fourier convolutions, XLA's LayerNorm): same values and
-    # gradients up to rounding.
+def test_starter_cnn_on_the_onednn_path_equals_the_fourier_path(precision):
+    # the same parameters through conv_impl "onednn" (oneDNN's direct convolutions, what
+    # `auto` picks with AMX) and "fast" (Fourier convolutions): same values and gradients up
+    # to rounding.
     from jaxdiff.config import ModelConfig
     from jaxdiff.models import build_model
 

@@ -10,19 +10,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiff.models.layers import Conv, Dense, PlaneLayerNorm, gelu, starter_time_features
-from jaxdiff.ops import resolve_conv_impl
-
-#: Convolution paths whose models also run the block's LayerNorm + GELU natively: both need
-#: the library :mod:`jaxdiff.onednn` builds.
-NATIVE_IMPLS = ("onednn", "fast-onednn")
 
 
 class CNNBlock(nn.Module):
     """Conv(k, same) -> LayerNorm -> GELU, as the starter's ``CNNBlock``.
-
-    On the oneDNN convolution paths (:data:`NATIVE_IMPLS`, what ``"auto"`` picks on a CPU
-    where the native kernels build) the LayerNorm + GELU runs as jaxdiff's C++ kernel
-    (:func:`jaxdiff.fused.layer_norm_gelu_native`); elsewhere as XLA ops.
 
     Attributes:
         features: Output channels.
@@ -42,8 +33,7 @@ class CNNBlock(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """Apply the block to ``x`` of shape ``(B, H, W, C)``."""
         x = Conv(self.features, self.kernel_size, dtype=self.dtype, impl=self.conv_impl)(x)
-        native = resolve_conv_impl(self.conv_impl) in NATIVE_IMPLS
-        return PlaneLayerNorm(over_channels=self.ln_over_channels, fuse_gelu=True, native=native)(x)
+        return PlaneLayerNorm(over_channels=self.ln_over_channels, fuse_gelu=True)(x)
 
 
 class CNN(nn.Module):

@@ -32,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--eval-seed", type=int, default=0, help="seed of reference subsets/bootstraps")
     p.add_argument(
-        "--sampler", default=None, help="ancestral|ddim|dpmpp (DDPM), cold1|cold2 (cold)"
+        "--sampler",
+        default=None,
+        help="ancestral|ddim|dpmpp (DDPM), cold1|cold2 (cold), or start (cold: the start\n"
+        "states themselves, no restorer)",
     )
     p.add_argument(
         "--steps", type=int, default=None, help="DDIM (default 100) / dpmpp (20) / cold steps"
@@ -43,6 +46,19 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=None,
         help="cold: step noise of the reverse process (default: the run's own)",
+    )
+    p.add_argument(
+        "--start",
+        choices=("fitted", "oracle"),
+        default="fitted",
+        help="cold: start states from the run's fitted mixture, or D(x, T) of real test\n"
+        "digits (the oracle: the best a start sampler could do)",
+    )
+    p.add_argument(
+        "--start-noise",
+        type=float,
+        default=None,
+        help="cold: noise added to each start state (default: the run's training noise)",
     )
     p.add_argument(
         "--clip-x0",

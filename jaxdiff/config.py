@@ -58,6 +58,9 @@ class ProcessConfig:
         weighting: DDPM: loss weighting over ``t``, ``"none"`` (the starter) or
             ``"min_snr"`` (Min-SNR-5, :func:`jaxdiff.losses.ddpm_loss`).
         degradation: Cold: registered degradation name.
+        degradation_options: Cold: the degradation factory's options as sorted
+            ``(name, value)`` pairs (e.g. ``(("sigma_max", 4.0), ("sigma_min", 0.3))`` for
+            blur); empty for the factory's defaults.
         loss: Cold: ``"l1"`` or ``"l2"``.
         noise: Cold: training noise, the standard deviation of Gaussian noise added to
             each degraded input (0: Bansal et al.'s deterministic setting); with the
@@ -76,6 +79,7 @@ class ProcessConfig:
     prediction: str = "eps"
     weighting: str = "none"
     degradation: str = ""
+    degradation_options: tuple[tuple[str, Any], ...] = ()
     loss: str = "l1"
     noise: float = 0.0
     noise_schedule: str = "constant"
@@ -150,5 +154,9 @@ class Config:
                 sub["norm_fp32"] = False  # UNet configs before the setting ran GroupNorm in bf16
             if "hidden" in sub:
                 sub["hidden"] = tuple(sub["hidden"])
+            if "degradation_options" in sub:
+                sub["degradation_options"] = tuple(
+                    (str(k), v) for k, v in sub["degradation_options"]
+                )
             parts[name] = klass(**sub)
         return cls(**parts)

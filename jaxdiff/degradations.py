@@ -24,6 +24,7 @@ number of steps.
 | name | default T | affine | fully degraded state (t = T) |
 | --- | --- | --- | --- |
 | ``noise`` | 1000 | for a fixed key | white noise (signal ``sqrt(abar_T) = 0.0063``) |
+| ``identity`` | 50 | yes | the image itself (a control: only training noise corrupts it) |
 | ``blur`` | 50 | yes | a soft grey blob (Gaussian sigma 20 px, reflecting edges) |
 | ``fade`` | 50 | yes | black: a hole grown from the centre erased the ink (< 1 % left) |
 | ``pixelate`` | 50 | yes | a 4 x 4 mosaic of block means (blocks 6, 8, 8, 6 px) |
@@ -214,6 +215,34 @@ def gaussian_noise(
         end_state="nearly pure white noise (signal sqrt(abar_T) = "
         f"{float(jnp.sqrt(sched.alpha_bar[T])):.4f})",
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Identity: the control that degrades nothing.
+
+
+def identity(T: int | None = None) -> Degradation:  # noqa: N803
+    """The identity ``D(x0, t) = x0``: a control, not a degradation.
+
+    Trained as a cold process with training noise ``sigma(t)`` (``--noise``), the restorer
+    learns to denoise clean images at a growing noise level and the sampler starts from the
+    start-state mixture fitted to clean digits. It is the "noise only" control of a cold
+    degradation: the same noise, mixture and sampler with nothing degraded, so what a real
+    degradation adds over it is what the degradation itself earns.
+
+    Args:
+        T: Number of steps (default 50, as melt).
+
+    Returns:
+        The :class:`Degradation` ``"identity"`` (affine: trivially).
+    """
+    T = _check_T(T, DEFAULT_T["identity"], "identity")  # noqa: N806
+
+    def fn(x0: jax.Array, t: jax.Array) -> jax.Array:
+        del t
+        return x0
+
+    return Degradation("identity", T, fn, linear=True, end_state="the image itself")
 
 
 # --------------------------------------------------------------------------------------------
@@ -593,6 +622,7 @@ def melt(T: int | None = None, sigma_max: float = 4.0, sigma_min: float = 0.3) -
 #: Each registered degradation's factory and default number of steps.
 _REGISTRY: dict[str, tuple[Callable[..., Degradation], int]] = {
     "noise": (gaussian_noise, 1000),
+    "identity": (identity, 50),
     "blur": (blur, 50),
     "fade": (fade, 50),
     "pixelate": (pixelate, 50),

@@ -59,11 +59,19 @@ def make_optimizer(
     Raises:
         ValueError: If the learning rate is not positive, the schedule is unknown, or the
             cosine schedule lacks ``steps_per_epoch`` or has more warm-up than steps.
+
+    The ``"constant"`` schedule ramps linearly from 0 over ``cfg.warmup_steps`` (0: none,
+    the starter) and then holds ``cfg.lr``: with an EMA, one such run can be evaluated at
+    any of its exports, a budget curve from one training.
     """
     if not cfg.lr > 0:
         raise ValueError(f"learning rate must be positive, got {cfg.lr}.")
     if cfg.lr_schedule == "constant":
+        if cfg.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {cfg.warmup_steps}.")
         lr = cfg.lr
+        if cfg.warmup_steps:
+            lr = optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps)
     elif cfg.lr_schedule == "cosine":
         if not steps_per_epoch or steps_per_epoch <= 0:
             raise ValueError("the cosine learning-rate schedule needs steps_per_epoch > 0.")

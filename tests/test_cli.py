@@ -158,8 +158,13 @@ def test_bad_flags_give_one_clear_error(tmp_path):
         ["experiments/ddpm.py", "--beta1", "0.5", "--beta2", "0.1", "--workdir", str(tmp_path)]
     )
     assert r.returncode == 2 and "--beta1 < --beta2" in r.stderr
-    r = _run(["experiments/ddpm.py", "--warmup-steps", "10", "--workdir", str(tmp_path)])
-    assert r.returncode == 2 and "--warmup-steps needs --lr-schedule cosine" in r.stderr
+    r = _run(["experiments/ddpm.py", "--warmup-steps", "-1", "--workdir", str(tmp_path)])
+    assert r.returncode == 2 and "--warmup-steps must be >= 0" in r.stderr
+    cold = ["experiments/cold.py", "--degradation", "blur", "--workdir", str(tmp_path)]
+    r = _run([*cold, "--degradation-option", "sigmax=4"])
+    assert r.returncode == 2 and "has no option(s) ['sigmax']" in r.stderr
+    r = _run([*cold, "--degradation-option", "sigma_max"])
+    assert r.returncode == 2 and "takes NAME=VALUE" in r.stderr
     r = _run(["experiments/ddpm.py", "--res-blocks", "2", "--workdir", str(tmp_path)])
     assert r.returncode == 2 and "add --model unet" in r.stderr
     r = _run(["experiments/ddpm.py", "--model", "unet", "--res-blocks", "0"])

@@ -48,3 +48,29 @@ def test_pairwise_distances_closed_form_and_distinct_pairs():
 def test_analysis_refuses_small_n_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="n must be at least 2"):
         analyze_cold_run(tmp_path / "missing", tmp_path / "out", n=1)
+
+
+def test_generate_start_returns_the_start_states_and_oracle_uses_test_digits():
+    from jaxdiff.app.cold_analysis import start_variants
+    from jaxdiff.app.runner import generate
+
+    x0 = _x0()
+    cfg = Config(process=ProcessConfig(kind="cold", T=4, degradation="fade", noise=0.2))
+    degrade = get_degradation("fade", 4)
+    pieces = Pieces(None, lambda params, x, t: params, None, None, degrade=degrade)
+
+    def start(key, n):
+        return jax.random.normal(key, (n, 28, 28, 1))
+
+    key = jax.random.key(3)
+    got = generate(cfg, pieces, None, key, 5, "start", start=start, batch=3)
+    # batch i draws its start states from split(fold_in(key, i))[0], as cold1/cold2 do
+    want = [start(jax.random.split(jax.random.fold_in(key, i))[0], b) for i, b in ((0, 3), (1, 2))]
+    np.testing.assert_array_equal(got, np.concatenate(want))
+    uint8 = np.asarray((x0[..., 0] + 0.5) * 255, np.uint8)
+    variants = start_variants(cfg, pieces, np.repeat(uint8, 20, 0), uint8, key, noise_std=0.0)
+    oracle = np.asarray(variants["oracle"](key, 8))
+    ends = np.asarray(jax.vmap(degrade)(x0, jnp.full((3,), 4, jnp.int32)))
+    # with no start noise every oracle state is D(x, T) of one of the three test images
+    for o in oracle:
+        assert min(np.abs(o - e).max() for e in ends) < 1e-2

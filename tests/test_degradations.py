@@ -215,6 +215,13 @@ def test_melt_is_sediment_then_blur_and_keeps_the_ink(digits):
         dg.get_degradation("melt", sigma_max=0.1)
 
 
+def test_identity_is_the_image_at_every_t(digits):
+    d = dg.get_degradation("identity")
+    t = jnp.asarray([0, 1, 7, 25, 49, 50, 50, 3, 2, 1], jnp.int32)
+    assert np.array_equal(np.asarray(_call(d, jnp.asarray(digits), t)), digits)
+    assert d.linear and not d.stochastic and d.T == 50
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_linear_flag_is_honest(name, digits):
     d = dg.get_degradation(name, T_SMALL)
@@ -232,7 +239,7 @@ def test_linear_flag_is_honest(name, digits):
 
 
 def test_registry_and_errors():
-    assert set(NAMES) == {"noise", "blur", "fade", "pixelate", "sediment", "melt"}
+    assert set(NAMES) == {"noise", "identity", "blur", "fade", "pixelate", "sediment", "melt"}
     assert {n: dg.default_T(n) for n in NAMES} == dg.DEFAULT_T
     assert dg.get_degradation("blur").T == dg.default_T("blur")
     assert dg.get_degradation("blur", 7).T == 7
@@ -279,3 +286,22 @@ def test_equality_hash_and_strip(digits):
     np.testing.assert_allclose(s[2, 1], np.asarray(a(jnp.asarray(digits[2]), 10)), atol=1e-6)
     with pytest.raises(ValueError, match="stochastic"):
         dg.degradation_strip(dg.get_degradation("noise"), digits[:2], [0, 5])
+
+
+def test_degradation_options_round_trip_through_the_config_and_build():
+    import json
+
+    from jaxdiff.app.runner import build
+    from jaxdiff.config import Config, ProcessConfig
+
+    opts = (("sigma_max", 4.0), ("sigma_min", 0.3))
+    cfg = Config(
+        process=ProcessConfig(kind="cold", T=50, degradation="blur", degradation_options=opts)
+    )
+    back = Config.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg and hash(back) == hash(cfg)
+    assert build(back, 10).degrade == dg.blur(50, sigma_min=0.3, sigma_max=4.0)
+    # a config written before the setting loads with the factory's defaults
+    old = cfg.to_dict()
+    del old["process"]["degradation_options"]
+    assert build(Config.from_dict(old), 10).degrade == dg.get_degradation("blur", 50)

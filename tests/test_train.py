@@ -209,6 +209,20 @@ def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_last_epoch():
         make_optimizer(TrainConfig(lr_schedule="step"), 5)
 
 
+def test_constant_schedule_warms_up_then_holds_the_learning_rate():
+    tx = make_optimizer(TrainConfig(lr=1e-2, lr_schedule="constant", warmup_steps=4))
+    params = {"w": jnp.zeros(3)}
+    opt_state = tx.init(params)
+    got = []
+    for _ in range(8):
+        updates, opt_state = tx.update({"w": jnp.ones(3)}, opt_state, params)
+        got.append(-float(updates["w"][0]))
+    want = 1e-2 * np.minimum(np.arange(8) / 4, 1.0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-9)
+    with pytest.raises(ValueError, match="warmup_steps must be >= 0"):
+        make_optimizer(TrainConfig(lr_schedule="constant", warmup_steps=-1))
+
+
 def test_warm_state_continues_the_schedule_with_fresh_adam_moments():
     cfg = TrainConfig(lr=1e-2, epochs=2, lr_schedule="cosine", warmup_steps=2)
     tx = make_optimizer(cfg, steps_per_epoch=5)

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from jaxdiff.app.checkpoint import CheckpointError
 from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
@@ -120,10 +121,14 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
         "--lr-schedule",
         choices=("constant", "cosine"),
         default=d["lr_schedule"],
-        help="constant (the starter), or warm-up then cosine decay to 0 at the last epoch",
+        help="constant (the starter; after --warmup-steps, if any), or warm-up then cosine "
+        "decay to 0 at the last epoch",
     )
     g.add_argument(
-        "--warmup-steps", type=int, default=d["warmup_steps"], help="cosine schedule: warm-up steps"
+        "--warmup-steps",
+        type=int,
+        default=d["warmup_steps"],
+        help="linear warm-up steps (either schedule)",
     )
     g.add_argument("--limit", type=int, default=0, help="train on the first N images only")
     m = p.add_argument_group("model")
@@ -167,6 +172,14 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
 
         q.add_argument(
             "--degradation", default=DEFAULT_DEGRADATION, help="registered degradation name"
+        )
+        q.add_argument(
+            "--degradation-option",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="an option of the degradation's factory (repeat for more), e.g.\n"
+            "--degradation blur --degradation-option sigma_max=4",
         )
         q.add_argument("--loss", choices=("l1", "l2"), default="l2")
         q.add_argument(
@@ -217,6 +230,38 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
     return p
 
 
+def _option_value(text: str) -> Any:
+    """A flag's option value: an int, a float, true/false, else the string itself."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _degradation_options(
+    parser: argparse.ArgumentParser,
+    name: str,
+    T: int,
+    pairs: list[str],  # noqa: N803
+) -> tuple[tuple[str, Any], ...]:
+    """Parse ``--degradation-option NAME=VALUE`` flags and check them with the factory."""
+    from jaxdiff.degradations import get_degradation
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            parser.error(f"--degradation-option takes NAME=VALUE, got {pair!r}")
+        options[key.strip()] = _option_value(value.strip())
+    try:
+        get_degradation(name, T, **options)
+    except (ValueError, TypeError) as err:
+        parser.error(f"--degradation {name}: {err}")
+    return tuple(sorted(options.items()))
+
+
 def config_from_args(
     args: argparse.Namespace, parser: argparse.ArgumentParser, kind: str
 ) -> Config:
@@ -241,8 +286,6 @@ def config_from_args(
         )
     if args.warmup_steps < 0:
         parser.error(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
-    if args.warmup_steps and args.lr_schedule == "constant":
-        parser.error("--warmup-steps needs --lr-schedule cosine")
     if args.kernel_size % 2 == 0:
         parser.error(f"--kernel-size must be odd (same padding), got {args.kernel_size}")
     if args.model == "cnn" and (args.attention or args.res_blocks != 1 or not args.norm_fp32):
@@ -277,6 +320,7 @@ def config_from_args(
                 f"--degradation {args.degradation!r} unknown; choose from {sorted(DEGRADATIONS)}"
             )
         T = args.T or default_T(args.degradation)  # noqa: N806
+        options = _degradation_options(parser, args.degradation, T, args.degradation_option)
         if args.noise < 0 or (args.sample_noise is not None and args.sample_noise < 0):
             parser.error("--noise and --sample-noise must be >= 0")
         factor = 1.25 if args.noise_schedule == "constant" else 0.0
@@ -285,6 +329,7 @@ def config_from_args(
             kind="cold",
             T=T,
             degradation=args.degradation,
+            degradation_options=options,
             loss=args.loss,
             noise=args.noise,
             noise_schedule=args.noise_schedule,
@@ -382,6 +427,26 @@ def run_training(cfg: Config, args: argparse.Namespace, start_fn_factory=None) -
     return 0
 
 
+def _start_fn(cfg, pieces, data_dir, images, kind: str, noise_std: float | None):
+    """A cold run's start-state sampler: ``"fitted"`` (the run's mixture) or ``"oracle"``."""
+    from jaxdiff.app.start_states import start_fn_for
+    from jaxdiff.data import load_mnist
+
+    if images is None:
+        images, _ = load_mnist("train", data_dir)
+    if kind == "fitted":
+        return start_fn_for(cfg, pieces, images=images, noise_std=noise_std)
+    if kind == "oracle":
+        import jax
+
+        from jaxdiff.app.cold_analysis import start_variants
+
+        test, _ = load_mnist("test", data_dir)
+        variants = start_variants(cfg, pieces, images, test, jax.random.key(0), noise_std=noise_std)
+        return variants["oracle"]
+    raise ValueError(f"--start {kind!r} unknown; use fitted or oracle.")
+
+
 def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tuple[object, dict]:
     """Load a checkpoint named by ``args`` and draw ``args.n`` samples, timing the draw.
 
@@ -403,7 +468,6 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
     import jax
 
     from jaxdiff.app.runner import default_sampler, generate, load_run
-    from jaxdiff.app.start_states import start_fn_for
 
     weights = getattr(args, "weights", "ema")
     clip_x0 = getattr(args, "clip_x0", None) or False
@@ -412,8 +476,12 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
     cfg, pieces, params, meta = load_run(args.checkpoint, args.epoch, weights, conv_impl)
     sampler = args.sampler or default_sampler(cfg)
     start = None
+    start_kind = getattr(args, "start", None) or "fitted"
+    start_noise = getattr(args, "start_noise", None)
     if cfg.process.kind == "cold":
-        start = start_fn_for(cfg, pieces, args.data_dir, images=images)
+        start = _start_fn(cfg, pieces, args.data_dir, images, start_kind, start_noise)
+    elif start_kind != "fitted" or start_noise is not None or sampler == "start":
+        raise ValueError("--start, --start-noise and --sampler start apply to cold runs only.")
     t0 = time.perf_counter()
     x = generate(
         cfg,
@@ -444,6 +512,8 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
         else None,
         "sample_seconds": round(time.perf_counter() - t0, 2),
         "seed": args.seed,
+        "start": start_kind if cfg.process.kind == "cold" else None,
+        "start_noise": start_noise,
         "weights": weights,
         "conv_impl": cfg.model.conv_impl,
     }

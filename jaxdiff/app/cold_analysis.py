@@ -130,6 +130,7 @@ def start_variants(
     train_images: np.ndarray,
     test_images: np.ndarray,
     key: jax.Array,
+    noise_std: float | None = None,
 ) -> dict[str, StartFn]:
     """Start-state samplers that separate where a cold model's diversity comes from.
 
@@ -146,6 +147,8 @@ def start_variants(
         train_images: ``uint8`` training images (to fit the mixture).
         test_images: ``uint8`` test images (for ``oracle``).
         key: PRNG key of the shared ``single`` start state.
+        noise_std: Noise added to every start state (default: the run's training noise
+            ``process.noise``, else 0.01).
 
     Returns:
         Name -> ``start(key, n)``.
@@ -153,8 +156,9 @@ def start_variants(
     from jaxdiff.app.start_states import start_fn_for
     from jaxdiff.data import normalize
 
-    fitted = start_fn_for(cfg, pieces, images=train_images)
-    noise_std = cfg.process.noise or 0.01
+    if noise_std is None:
+        noise_std = cfg.process.noise or 0.01
+    fitted = start_fn_for(cfg, pieces, images=train_images, noise_std=noise_std)
     T = cfg.process.T  # noqa: N806
     test = jnp.asarray(normalize(test_images))
     degrade = pieces.degrade

@@ -125,7 +125,7 @@ def build(cfg: Config, steps_per_epoch: int | None = None) -> Pieces:
         from jaxdiff.cold import noise_levels
         from jaxdiff.degradations import get_degradation
 
-        degrade = get_degradation(p.degradation, p.T)
+        degrade = get_degradation(p.degradation, p.T, **dict(p.degradation_options))
         sigmas = noise_levels(p.T, p.noise, p.noise_schedule)
         loss_fn = cold_loss(
             apply_fn, degrade, p.T, p.loss, stochastic=degrade.stochastic, noise_std=sigmas
@@ -178,7 +178,8 @@ def generate(
         key: PRNG key.
         n: Number of samples.
         sampler: DDPM: ``"ancestral"`` (the starter's), ``"ddim"`` or ``"dpmpp"``
-            (DPM-Solver++(2M)); cold: ``"cold1"`` or ``"cold2"`` (Bansal Alg. 1 / 2).
+            (DPM-Solver++(2M)); cold: ``"cold1"`` or ``"cold2"`` (Bansal Alg. 1 / 2), or
+            ``"start"``: the start states themselves, with no restorer (a control).
         steps: DDIM steps (default 100), DPM-Solver++ steps (default 20) or cold steps.
         eta: DDIM eta.
         batch: Samples per jitted call.
@@ -236,9 +237,10 @@ def generate(
                     f"sampler {sampler!r} does not fit a DDPM run; use ancestral, ddim or dpmpp."
                 )
         else:
-            if sampler not in ("cold1", "cold2"):
+            if sampler not in ("cold1", "cold2", "start"):
                 raise ValueError(
-                    f"sampler {sampler!r} does not fit a cold run; use cold1 or cold2."
+                    f"sampler {sampler!r} does not fit a cold run; use cold1, cold2 or start "
+                    "(the start states themselves, no restorer)."
                 )
             from jaxdiff.cold import cold_sample
 
@@ -247,6 +249,9 @@ def generate(
                 raise ValueError("cold sampling needs a start-state function (see jaxdiff.cold).")
             k_start, k_deg = jax.random.split(k)
             x_T = start(k_start, b)  # noqa: N806
+            if sampler == "start":  # the start distribution alone, scored as images
+                out.append(np.asarray(x_T))
+                continue
             x = cold_sample(
                 pieces.apply_fn,
                 params,

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import inspect
 import math
 from collections.abc import Callable
@@ -638,18 +639,74 @@ DEFAULT_DEGRADATION = "melt"
 """The project's custom degradation, the default of the cold experiment."""
 
 
+PLUGIN_DEFAULT_T = 50
+"""``T`` of a plug-in factory that returns a plain function and is given none."""
+
+
+def is_plugin(name: str) -> bool:
+    """Whether ``name`` names a user's factory (``"package.module:factory"``), not a built-in."""
+    return ":" in name
+
+
+def _load_plugin(spec: str) -> Callable[..., Any]:
+    """Import ``"package.module:factory"`` and return the factory, or one clear error."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(
+            f"degradation {spec!r}: write a user's degradation as 'package.module:factory'."
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(
+            f"degradation {spec!r}: cannot import {module_name!r} ({err}); put its folder on "
+            "PYTHONPATH or install it."
+        ) from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"degradation {spec!r}: {module_name} has no callable {attr!r}.")
+    return factory
+
+
+def _plugin(spec: str, T: int | None, **options: Any) -> Degradation:  # noqa: N803
+    """Build a user's degradation from its factory (see :func:`get_degradation`)."""
+    factory = _load_plugin(spec)
+    try:
+        made = factory(T, **options) if T is not None else factory(**options)
+    except TypeError as err:
+        raise ValueError(
+            f"degradation {spec!r}: calling its factory with T={T} and options {options} "
+            f"failed ({err}); a factory takes (T=None, **options)."
+        ) from None
+    if isinstance(made, Degradation):
+        if T is not None and made.T != T:
+            raise ValueError(f"degradation {spec!r}: asked for T={T}, its factory made T={made.T}.")
+        return dataclasses.replace(made, name=spec, options=_options(**options))
+    if callable(made):
+        T = _check_T(T, PLUGIN_DEFAULT_T, spec)  # noqa: N806
+        return Degradation(spec, T, made, linear=False, options=_options(**options))
+    raise ValueError(
+        f"degradation {spec!r}: its factory returned {type(made).__name__}; return a "
+        "jaxdiff.degradations.Degradation or a function (x0, t) -> x_t."
+    )
+
+
 def _check_name(name: str) -> None:
+    if is_plugin(name):
+        _load_plugin(name)
+        return
     if name not in DEGRADATIONS:
         raise ValueError(
-            f"unknown degradation {name!r}; choose one of {', '.join(sorted(DEGRADATIONS))}."
+            f"unknown degradation {name!r}; choose one of {', '.join(sorted(DEGRADATIONS))}, "
+            "or name your own factory as 'package.module:factory'."
         )
 
 
 def default_T(name: str) -> int:  # noqa: N802
-    """The default number of steps of a registered degradation.
+    """The default number of steps of a registered degradation or a user's factory.
 
     Args:
-        name: Registry name.
+        name: Registry name, or ``"package.module:factory"``.
 
     Returns:
         The ``T`` the factory uses when none is given.
@@ -658,24 +715,38 @@ def default_T(name: str) -> int:  # noqa: N802
         ValueError: For an unknown name (the message lists the registered ones).
     """
     _check_name(name)
+    if is_plugin(name):
+        return _plugin(name, None).T
     return DEFAULT_T[name]
 
 
 def get_degradation(name: str, T: int | None = None, **options: Any) -> Degradation:  # noqa: N803
-    """Build a registered degradation by name.
+    """Build a registered degradation, or a user's own, by name.
+
+    A user's degradation needs no edit of jaxdiff: name its factory as
+    ``"package.module:factory"`` (importable, e.g. a file on ``PYTHONPATH``). The factory
+    takes ``(T=None, **options)`` and returns either a :class:`Degradation` (to declare
+    ``linear`` or ``stochastic``) or a plain per-example function ``(x0, t) -> x_t``
+    (deterministic, not affine, ``T`` default :data:`PLUGIN_DEFAULT_T`). Run
+    :func:`check` on it first: it names every property the function breaks.
 
     Args:
-        name: One of :data:`DEGRADATIONS` (the table of this module's docstring).
+        name: One of :data:`DEGRADATIONS` (the table of this module's docstring), or
+            ``"package.module:factory"``.
         T: Number of steps; ``None`` for the degradation's default (:func:`default_T`).
         **options: Factory options (see each factory).
 
     Returns:
-        The :class:`Degradation`.
+        The :class:`Degradation` (a user's is named by its ``"module:factory"`` string, so
+        a run's config records how to rebuild it).
 
     Raises:
-        ValueError: For an unknown name, a bad ``T`` or an unknown option.
+        ValueError: For an unknown name, a module that does not import, a bad ``T`` or an
+            unknown option.
     """
     _check_name(name)
+    if is_plugin(name):
+        return _plugin(name, T, **options)
     factory = DEGRADATIONS[name]
     allowed = [p for p in inspect.signature(factory).parameters if p != "T"]
     unknown = sorted(set(options) - set(allowed))
@@ -722,3 +793,157 @@ def _strip(degrade: Degradation, x0: jax.Array, ts: jax.Array, key: jax.Array | 
         per_t = jax.vmap(degrade, (None, 0, None))
         return jax.vmap(per_t, (0, None, 0))(x0, ts, keys)
     return jax.vmap(jax.vmap(degrade, (None, 0)), (0, None))(x0, ts)
+
+
+# --------------------------------------------------------------------------------------------
+# The contract a degradation must keep, checked (for users' own degradations).
+
+
+class DegradationContractError(ValueError):
+    """A degradation breaks the contract of this module; the message lists each failure."""
+
+
+def _contract_images() -> jax.Array:
+    """Four synthetic 28 x 28 'digits' in the model scale (no data needed): ring, bar, cross, L."""
+    yy, xx = np.mgrid[:28, :28].astype(np.float32)
+    r = np.hypot(yy - 13.5, xx - 13.5)
+    ring = np.abs(r - 8) < 1.6
+    bar = (np.abs(xx - 14) < 1.6) & (yy > 4) & (yy < 24)
+    cross = (np.abs(xx - yy) < 1.6) | (np.abs(xx + yy - 27) < 1.6)
+    ell = ((np.abs(xx - 9) < 1.6) & (yy > 5) & (yy < 23)) | ((np.abs(yy - 22) < 1.6) & (xx > 8))
+    ink = np.stack([ring, bar, cross & (r < 10), ell]).astype(np.float32)
+    return jnp.asarray(ink[..., None] - 0.5)
+
+
+def _contract_failures(deg: Degradation, x0: jax.Array, key: jax.Array) -> list[str]:
+    """Every broken property of ``deg`` on ``x0`` (``(n, H, W, C)``), as messages."""
+    fails: list[str] = []
+    n, T = x0.shape[0], deg.T  # noqa: N806
+    keys = jax.random.split(key, n)
+
+    def batched(x: jax.Array, t: jax.Array, k: jax.Array = keys) -> jax.Array:
+        return jax.vmap(deg)(x, t, k) if deg.stochastic else jax.vmap(deg)(x, t)
+
+    def raw(x: jax.Array, t: int, k: jax.Array = keys[0]) -> jax.Array:
+        tt = jnp.asarray(t, jnp.int32)
+        return deg.fn(x, tt, k) if deg.stochastic else deg.fn(x, tt)
+
+    try:
+        out0 = raw(x0[0], 0)
+        for t in (1, T):
+            out = raw(x0[0], t)
+            if out.shape != x0[0].shape or out.dtype != x0.dtype:
+                fails.append(
+                    f"shape/dtype: D(x0, {t}) has shape {out.shape} dtype {out.dtype}; it must "
+                    f"keep the input's {x0[0].shape} {x0.dtype}."
+                )
+                return fails
+    except Exception as err:  # noqa: BLE001 - a user's function may raise anything
+        return [f"call: D(x0, t) on one (H, W, C) image raised {type(err).__name__}: {err}"]
+    called0 = deg(x0[0], 0, keys[0]) if deg.stochastic else deg(x0[0], 0)
+    gap0 = float(jnp.max(jnp.abs(called0 - x0[0])))
+    jump0 = float(jnp.sqrt(jnp.mean((out0 - x0[0]) ** 2)))
+    step1 = float(jnp.sqrt(jnp.mean((raw(x0[0], 1) - x0[0]) ** 2)))
+    if not gap0 <= 1e-6:
+        fails.append(f"identity at t = 0: max |D(x0, 0) - x0| = {gap0:.3g}; it must be 0.")
+    elif not jump0 <= step1 + 1e-5:
+        fails.append(
+            f"identity at t = 0: the raw function moves x0 by {jump0:.3g} (RMS) at t = 0, more "
+            f"than at t = 1 ({step1:.3g}); D(x0, 0) must be x0, and the first step small."
+        )
+    ts = np.arange(T + 1)
+    try:
+        per_t = np.stack([np.asarray(batched(x0, jnp.full((n,), t, jnp.int32))) for t in ts])
+    except Exception as err:  # noqa: BLE001
+        return [*fails, f"vmap: jax.vmap(D) raised {type(err).__name__}: {err}"]
+    if not np.all(np.isfinite(per_t)):
+        bad = sorted({int(t) for t in np.nonzero(~np.isfinite(per_t))[0]})[:5]
+        fails.append(f"finite: D(x0, t) has NaN or inf values at t = {bad}.")
+        return fails
+    t_mixed = jnp.asarray(np.resize(np.array([T, 1, T // 2, 0]), n), jnp.int32)
+    try:
+        jitted = np.asarray(jax.jit(batched)(x0, t_mixed))
+    except Exception as err:  # noqa: BLE001
+        return [
+            *fails,
+            f"jit: jax.jit(jax.vmap(D)) with traced t raised {type(err).__name__}: {err}",
+        ]
+    loop = np.stack([np.asarray(deg(x0[i], int(t_mixed[i]), keys[i])) for i in range(n)])
+    if not np.allclose(jitted, loop, atol=1e-4):
+        fails.append(
+            "pure under jit and vmap: jit(vmap(D)) differs from D one image at a time by "
+            f"{np.abs(jitted - loop).max():.3g}; D must depend only on (x0, t) and its key."
+        )
+    again = np.asarray(jax.jit(batched)(x0, t_mixed))
+    if not np.array_equal(jitted, again):
+        fails.append("deterministic: two identical calls gave different results.")
+    dist = np.sqrt(((per_t - np.asarray(x0)[None]) ** 2).mean(axis=(2, 3, 4)))  # (T + 1, n)
+    end = dist[-1]
+    drops = (-np.diff(dist, axis=0) / np.maximum(end, 1e-12)).max()
+    if end.mean() <= 1e-4:
+        fails.append("severity: D(x0, T) equals x0; the end state must be degraded.")
+    elif drops > 0.1 or np.any(end < dist[1]):
+        fails.append(
+            "severity grows with t: the RMS distance of D(x0, t) from x0 falls by "
+            f"{100 * drops:.0f}% of its final value between two steps (at most 10% allowed), "
+            "or ends below its value at t = 1; later t must degrade at least as much."
+        )
+    if deg.stochastic:
+        t1 = jnp.full((n,), T, jnp.int32)
+        other = np.asarray(batched(x0, t1, jax.random.split(jax.random.fold_in(key, 1), n)))
+        if np.allclose(other, per_t[-1], atol=1e-6):
+            fails.append(
+                "key: declared stochastic, but another key gives the same D(x0, T); "
+                "declare it deterministic (stochastic=False) or use the key."
+            )
+    if deg.linear:
+        y = jnp.roll(x0, 1, axis=0)
+        tt = jnp.full((n,), max(1, T // 2), jnp.int32)
+        mix = np.asarray(batched(0.3 * x0 + 0.7 * y, tt))
+        lin = 0.3 * np.asarray(batched(x0, tt)) + 0.7 * np.asarray(batched(y, tt))
+        if not np.allclose(mix, lin, atol=1e-4):
+            fails.append(
+                "linear: declared affine in x0, but D(a x + (1 - a) y) differs from "
+                f"a D(x) + (1 - a) D(y) by {np.abs(mix - lin).max():.3g}; set linear=False."
+            )
+    return fails
+
+
+def check(degrade: Degradation, x0: Any | None = None, key: jax.Array | None = None) -> Degradation:
+    """Check that a degradation keeps this module's contract (run it on your own).
+
+    Properties, each reported with its own message: ``D(x0, 0) = x0``; shape and dtype
+    kept; finite at every ``t``; pure under ``jit`` and ``vmap`` (batched, traced ``t``
+    equals one image at a time) and deterministic for a fixed key; severity (RMS distance
+    from ``x0``) growing with ``t`` and nonzero at ``T``; a key used only where the
+    degradation is stochastic (a stochastic one must change with its key); and, where
+    declared ``linear``, affine in ``x0``.
+
+    Args:
+        degrade: A :class:`Degradation` (e.g. ``get_degradation("pkg.mod:factory")``).
+        x0: Test images ``(n, H, W, C)``, model scale; default four synthetic strokes.
+        key: PRNG key for stochastic degradations (default ``PRNGKey(0)``).
+
+    Returns:
+        ``degrade`` itself, so ``check(get_degradation(spec))`` can be used inline.
+
+    Raises:
+        DegradationContractError: Listing every property that fails.
+        TypeError: If ``degrade`` is not a :class:`Degradation`.
+    """
+    if not isinstance(degrade, Degradation):
+        raise TypeError(
+            f"check takes a jaxdiff.degradations.Degradation, got {type(degrade).__name__}; "
+            "wrap a function as Degradation(name, T, fn, linear=False)."
+        )
+    x0 = _contract_images() if x0 is None else jnp.asarray(x0, jnp.float32)
+    if x0.ndim != 4 or x0.shape[0] < 2:
+        raise ValueError(f"x0 must be a batch of at least 2 images (n, H, W, C), got {x0.shape}.")
+    fails = _contract_failures(degrade, x0, jax.random.PRNGKey(0) if key is None else key)
+    if fails:
+        lines = "\n".join(f"  - {f}" for f in fails)
+        raise DegradationContractError(
+            f"degradation {degrade.name!r} breaks {len(fails)} propert"
+            f"{'y' if len(fails) == 1 else 'ies'} of the contract:\n{lines}"
+        )
+    return degrade

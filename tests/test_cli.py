@@ -196,3 +196,73 @@ def test_bad_flags_give_one_clear_error(tmp_path):
     assert r.returncode == 2 and "--checkpoint" in r.stderr and "does not exist" in r.stderr
     r = _run(["experiments/evaluate.py", "--n", "10"])
     assert r.returncode == 2 and "exactly one of --checkpoint" in r.stderr
+
+
+def test_cold_trains_and_samples_a_users_own_degradation(tmp_path, data_dir):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "docs" / "examples")}
+    work = tmp_path / "wipe"
+    common = ["--data-dir", data_dir]
+    r = _run(
+        [
+            "experiments/cold.py",
+            "--degradation",
+            "wipe:wipe",
+            "--degradation-option",
+            "softness=2",
+            "--model",
+            "cnn",
+            "--hidden",
+            "4,4",
+            "--precision",
+            "fp32",
+            "--limit",
+            "128",
+            "--epochs",
+            "1",
+            "--warmup-steps",
+            "0",
+            "--grid-n",
+            "0",
+            "--workdir",
+            str(work),
+            "--no-progress",
+            *common,
+        ],
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    process = json.loads((work / "config.json").read_text())["config"]["process"]
+    assert process["degradation"] == "wipe:wipe" and process["T"] == 28
+    assert process["degradation_options"] == [["softness", 2]]
+    out = tmp_path / "s"
+    r = _run(
+        [
+            "experiments/sample.py",
+            "--checkpoint",
+            str(work),
+            "--n",
+            "4",
+            "--out",
+            str(out),
+            *common,
+        ],
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    assert np.load(f"{out}.npy").shape == (4, 28, 28, 1)
+    # a degradation that breaks the contract stops before training, naming the property
+    r = _run(
+        [
+            "experiments/cold.py",
+            "--degradation",
+            "wipe:wipe",
+            "--degradation-option",
+            "softness=-3",
+            "--workdir",
+            str(tmp_path / "bad"),
+            *common,
+        ],
+        env=env,
+    )
+    assert r.returncode == 2 and "breaks" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "bad").exists()

@@ -305,3 +305,73 @@ def test_degradation_options_round_trip_through_the_config_and_build():
     old = cfg.to_dict()
     del old["process"]["degradation_options"]
     assert build(Config.from_dict(old), 10).degrade == dg.get_degradation("blur", 50)
+
+
+# -- a user's own degradation: plug-in factories and the contract check ------------------------
+
+EXAMPLES = ROOT / "docs" / "examples"
+
+
+@pytest.fixture()
+def plugins(monkeypatch):
+    """docs/examples (the documented example) on sys.path."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+
+
+def test_builtins_keep_the_contract_and_identity_is_flagged_as_a_control():
+    for name in ("blur", "fade", "pixelate", "sediment", "melt"):
+        assert dg.check(dg.get_degradation(name, T_SMALL)).name == name
+    dg.check(dg.get_degradation("noise", 50))
+    with pytest.raises(dg.DegradationContractError, match=r"breaks 1 property") as err:
+        dg.check(dg.get_degradation("identity"))
+    assert "D(x0, T) equals x0" in str(err.value)
+
+
+def test_a_users_factory_loads_by_module_path_with_options(plugins):
+    d = dg.check(dg.get_degradation("wipe:wipe", softness=2.0))
+    assert (d.name, d.T, d.linear, d.options) == ("wipe:wipe", 28, True, (("softness", 2.0),))
+    assert dg.default_T("wipe:wipe") == 28 and dg.get_degradation("wipe:wipe", 10).T == 10
+    plain = dg.check(dg.get_degradation("wipe:wipe_plain"))  # a bare function is wrapped
+    assert (plain.T, plain.linear, plain.stochastic) == (dg.PLUGIN_DEFAULT_T, False, False)
+    with pytest.raises(ValueError, match="cannot import 'nowhere'"):
+        dg.get_degradation("nowhere:wipe")
+    with pytest.raises(ValueError, match="has no callable 'nothing'"):
+        dg.get_degradation("wipe:nothing")
+    with pytest.raises(ValueError, match="factory takes"):
+        dg.get_degradation("wipe:wipe", radius=3)
+
+
+def _broken(fn, linear=False, stochastic=False, T=8):  # noqa: N803
+    return dg.Degradation("broken", T, fn, linear=linear, stochastic=stochastic)
+
+
+def _fade(x0, t, T=8):  # noqa: N803 - a good degradation to break in one way at a time
+    return x0 + (t / T) * (-0.5 - x0)
+
+
+_RNG = np.random.default_rng(0)  # impure on purpose: a new draw at every (eager) call
+BROKEN = {
+    "shape/dtype": _broken(lambda x0, t: _fade(x0, t).astype(jnp.float16)),
+    "finite": _broken(lambda x0, t: jnp.where(t == 8, jnp.nan, _fade(x0, t))),
+    "pure under jit and vmap": _broken(lambda x0, t: _fade(x0, t) + 0.01 * _RNG.random() * t),
+    "severity grows": _broken(lambda x0, t: x0 + jnp.sin(jnp.pi * t / 10) * (-0.5 - x0)),
+    "key: declared stochastic": _broken(lambda x0, t, key: _fade(x0, t), stochastic=True),
+    "linear: declared affine": _broken(lambda x0, t: _fade(x0, t) + t / 8 * x0**2, linear=True),
+    "identity at t = 0": _broken(lambda x0, t: jnp.where(t == 0, -0.5, _fade(x0, t))),
+}
+
+
+@pytest.mark.parametrize("prop", sorted(BROKEN))
+def test_check_names_the_one_property_a_broken_degradation_fails(prop):
+    with pytest.raises(dg.DegradationContractError) as err:
+        dg.check(BROKEN[prop])
+    msg = str(err.value)
+    assert prop in msg and "breaks 1 property" in msg, msg
+
+
+def test_check_reports_every_failure_and_refuses_non_degradations():
+    both = _broken(lambda x0, t: _fade(x0, t) + t / 8 * (x0**2 + 0.01 * _RNG.random()), linear=True)
+    with pytest.raises(dg.DegradationContractError, match="breaks 2 properties"):
+        dg.check(both)
+    with pytest.raises(TypeError, match="wrap a function as Degradation"):
+        dg.check(_fade)

@@ -171,7 +171,10 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
         from jaxdiff.degradations import DEFAULT_DEGRADATION
 
         q.add_argument(
-            "--degradation", default=DEFAULT_DEGRADATION, help="registered degradation name"
+            "--degradation",
+            default=DEFAULT_DEGRADATION,
+            help="a registered degradation's name, or your own factory as\n"
+            "package.module:factory (see docs/degradations.md)",
         )
         q.add_argument(
             "--degradation-option",
@@ -247,7 +250,7 @@ def _degradation_options(
     pairs: list[str],  # noqa: N803
 ) -> tuple[tuple[str, Any], ...]:
     """Parse ``--degradation-option NAME=VALUE`` flags and check them with the factory."""
-    from jaxdiff.degradations import get_degradation
+    from jaxdiff.degradations import check, get_degradation, is_plugin
 
     options = {}
     for pair in pairs:
@@ -256,7 +259,9 @@ def _degradation_options(
             parser.error(f"--degradation-option takes NAME=VALUE, got {pair!r}")
         options[key.strip()] = _option_value(value.strip())
     try:
-        get_degradation(name, T, **options)
+        degrade = get_degradation(name, T, **options)
+        if is_plugin(name):  # a user's own: its contract is checked before any training
+            check(degrade)
     except (ValueError, TypeError) as err:
         parser.error(f"--degradation {name}: {err}")
     return tuple(sorted(options.items()))
@@ -313,13 +318,12 @@ def config_from_args(
         flags = ("T", "schedule", "beta1", "beta2", "prediction", "weighting")
         process = ProcessConfig(kind="ddpm", **{f: getattr(args, f) for f in flags})
     else:
-        from jaxdiff.degradations import DEGRADATIONS, default_T
+        from jaxdiff.degradations import default_T
 
-        if args.degradation not in DEGRADATIONS:
-            parser.error(
-                f"--degradation {args.degradation!r} unknown; choose from {sorted(DEGRADATIONS)}"
-            )
-        T = args.T or default_T(args.degradation)  # noqa: N806
+        try:
+            T = args.T or default_T(args.degradation)  # noqa: N806
+        except ValueError as err:
+            parser.error(f"--degradation: {err}")
         options = _degradation_options(parser, args.degradation, T, args.degradation_option)
         if args.noise < 0 or (args.sample_noise is not None and args.sample_noise < 0):
             parser.error("--noise and --sample-noise must be >= 0")
@@ -340,7 +344,7 @@ def config_from_args(
         ema_decay=args.ema, warmup_steps=args.warmup_steps, **{f: getattr(args, f) for f in flags}
     )
     if args.workdir is None:
-        name = kind if kind == "ddpm" else f"cold_{process.degradation}"
+        name = kind if kind == "ddpm" else f"cold_{process.degradation.replace(':', '.')}"
         args.workdir = Path("runs") / name
     return Config(model=model, process=process, train=train)
 

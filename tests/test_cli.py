@@ -266,3 +266,16 @@ def test_cold_trains_and_samples_a_users_own_degradation(tmp_path, data_dir):
     )
     assert r.returncode == 2 and "breaks" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_warmup_default_scales_to_short_runs_and_is_recorded():
+    from jaxdiff.app.cli import common_parser, config_from_args
+
+    def warmup(kind, *argv):
+        parser = common_parser(None, kind)
+        return config_from_args(parser.parse_args(list(argv)), parser, kind).train.warmup_steps
+
+    assert warmup("cold") == 500  # the recipe: 10 epochs of 937 steps
+    assert warmup("cold", "--epochs", "1", "--limit", "1024") == 1  # 16 steps: a tenth
+    assert warmup("cold", "--epochs", "1", "--limit", "1024", "--warmup-steps", "3") == 3
+    assert warmup("ddpm") == 0  # the starter has none

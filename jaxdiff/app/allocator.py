@@ -30,8 +30,8 @@ def configure_cpu_allocator() -> bool:
     CNN (the PyTorch peer gains ~14% from the same settings). The cost is that memory
     freed by the process stays mapped to it.
 
-    An explicit call of the entry points that train or sample (:func:`jaxdiff.app.runner.fit`,
-    :func:`jaxdiff.app.runner.generate`, the benchmarks), never an import side effect; set
+    An explicit call of the command-line drivers (:func:`jaxdiff.app.cli.tune_process`) and
+    the benchmarks, never an import side effect nor a library call's; set
     ``JAXDIFF_MALLOC_TUNING=0`` to skip it. Does nothing outside Linux/glibc.
 
     Returns:

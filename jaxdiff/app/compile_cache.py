@@ -53,8 +53,8 @@ def cache_tag() -> str:
 def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | None:
     """Turn on JAX's persistent compilation cache for this process.
 
-    Called by the entry points that train or sample (:func:`jaxdiff.app.runner.fit`,
-    :func:`jaxdiff.app.runner.generate`). A ``JAX_COMPILATION_CACHE_DIR`` the user set
+    Called by the command-line drivers (:func:`jaxdiff.app.cli.tune_process`), not by the
+    library's ``fit`` or ``generate``. A ``JAX_COMPILATION_CACHE_DIR`` the user set
     (jax's own setting) is kept as it is; ``JAXDIFF_XLA_CACHE=0`` leaves the cache off.
     Programs compiled before the call are not cached; later ones are.
 

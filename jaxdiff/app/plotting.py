@@ -1,4 +1,9 @@
-"""Figures: the only module that imports matplotlib. Arrays in, files out."""
+"""Figures: the only module of the library that imports matplotlib. Arrays in, files out.
+
+Figures are built with matplotlib's object API (:class:`matplotlib.figure.Figure`), never
+with pyplot, so importing this module changes nothing process-wide: a notebook keeps its own
+backend, and no figure is left open in pyplot's registry.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +12,22 @@ import os
 from collections.abc import Sequence
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from jaxdiff.data import to_uint8  # noqa: E402
-from jaxdiff.paths import atomic_path  # noqa: E402
+from jaxdiff.data import to_uint8
+from jaxdiff.paths import atomic_path
 
 
-def _save(fig, path: str | os.PathLike) -> None:
-    try:
-        with atomic_path(path) as tmp:  # a kill or full disk leaves the old figure or none
-            fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+def _subplots(*args, figsize: tuple[float, float], **kw):
+    """``pyplot.subplots`` without pyplot: a new :class:`Figure` and its axes."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kw)
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:  # a kill or full disk leaves the old figure or none
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
 
 
 def tile(images: np.ndarray, ncol: int | None = None, pad: int = 2) -> np.ndarray:
@@ -58,7 +64,7 @@ def save_grid(
         title: Optional title.
     """
     mosaic = tile(np.asarray(images), ncol)
-    fig, ax = plt.subplots(figsize=(mosaic.shape[1] / 60, mosaic.shape[0] / 60 + 0.3))
+    fig, ax = _subplots(figsize=(mosaic.shape[1] / 60, mosaic.shape[0] / 60 + 0.3))
     ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     ax.axis("off")
     if title:
@@ -77,7 +83,7 @@ def plot_loss_curve(
         path: Output PNG.
         title: Figure title.
     """
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = _subplots(figsize=(5, 3.2))
     xs, ys = [], []
     for r in records:
         for i, v in enumerate(r.get("chunk_loss", [])):
@@ -114,7 +120,7 @@ def plot_curves(
         title: Figure title.
         logy: Log-scale y axis.
     """
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = _subplots(figsize=(5, 3.2))
     for label, (x, y) in series.items():
         ax.plot(x, y, "o-", ms=3, label=label)
     ax.set_xlabel(xlabel)
@@ -144,7 +150,7 @@ def save_strip(
     """
     strip = np.asarray(strip)
     rows, cols = strip.shape[:2]
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.8, rows * 0.8 + 0.4), squeeze=False)
+    fig, axes = _subplots(rows, cols, figsize=(cols * 0.8, rows * 0.8 + 0.4), squeeze=False)
     for r in range(rows):
         for c in range(cols):
             ax = axes[r][c]
@@ -169,7 +175,7 @@ def plot_bars(
         path: Output PNG.
         title: Figure title.
     """
-    fig, ax = plt.subplots(figsize=(4, 2.6))
+    fig, ax = _subplots(figsize=(4, 2.6))
     ax.bar(range(len(values)), values, tick_label=list(labels))
     if title:
         ax.set_title(title, fontsize=9)
@@ -211,7 +217,7 @@ def save_panels(
     ncol = ncol or len(mosaics)
     nrow = math.ceil(len(mosaics) / ncol)
     h, w = max(m.shape[0] for m in mosaics), max(m.shape[1] for m in mosaics)
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         nrow, ncol, figsize=(ncol * w / 55, nrow * (h / 55 + 0.25) + 0.2), squeeze=False
     )
     for i, ax in enumerate(axes.flat):
@@ -256,8 +262,8 @@ def plot_ci_panels(
         raise ValueError("plot_ci_panels needs at least one panel.")
     ncol = ncol or len(panels)
     nrow = math.ceil(len(panels) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.0 * nrow), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = _subplots(nrow, ncol, figsize=(4.2 * ncol, 3.0 * nrow), squeeze=False)
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     order: dict[str, int] = {}  # one colour per series label across all panels
     for p in panels:
         for label in p.get("series", {}):
@@ -348,7 +354,7 @@ def plot_grouped_bars(
     for name, vals in groups.items():
         if len(vals) != k:
             raise ValueError(f"series {name!r} has {len(vals)} values for {k} categories.")
-    fig, ax = plt.subplots(figsize=(5.5, 2.8))
+    fig, ax = _subplots(figsize=(5.5, 2.8))
     width = 0.8 / max(1, len(groups))
     for j, (name, vals) in enumerate(groups.items()):
         ax.bar(np.arange(k) + (j - (len(groups) - 1) / 2) * width, vals, width, label=name)

@@ -25,8 +25,6 @@ import numpy as np
 
 from jaxdiff.app import checkpoint as ckpt
 from jaxdiff.app import plotting
-from jaxdiff.app.allocator import configure_cpu_allocator
-from jaxdiff.app.compile_cache import enable_compilation_cache
 from jaxdiff.app.parallel import data_mesh, shardings
 from jaxdiff.config import Config
 from jaxdiff.data import FILES, load_mnist
@@ -197,8 +195,6 @@ def generate(
         ValueError: For a sampler that does not fit the run's process, or ``clip_x0`` with
             a sampler other than DDIM.
     """
-    configure_cpu_allocator()
-    enable_compilation_cache()
     if clip_x0 and sampler not in ("ddim", "dpmpp"):
         raise ValueError(
             f"clipping x0 (--clip-x0) applies to the ddim and dpmpp samplers, not {sampler!r}."
@@ -420,8 +416,6 @@ def fit(
         CheckpointError: On an existing run without ``resume``, or a config mismatch.
         TrainingDiverged: If the loss becomes NaN or infinite.
     """
-    configure_cpu_allocator()
-    enable_compilation_cache()
     workdir = Path(workdir)
     ckdir = workdir / "checkpoints"
     has_ckpt = _check_start(workdir, resume, warm_start)

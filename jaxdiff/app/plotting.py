@@ -109,6 +109,7 @@ def plot_curves(
     ylabel: str,
     title: str = "",
     logy: bool = False,
+    intervals: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None,
 ) -> None:
     """Plot named ``(x, y)`` series on one axis.
 
@@ -119,10 +120,15 @@ def plot_curves(
         ylabel: Y axis label.
         title: Figure title.
         logy: Log-scale y axis.
+        intervals: Label -> ``(lows, highs)``, drawn as error bars on that series.
     """
     fig, ax = _subplots(figsize=(5, 3.2))
     for label, (x, y) in series.items():
-        ax.plot(x, y, "o-", ms=3, label=label)
+        lines = ax.plot(x, y, "o-", ms=3, label=label)
+        if intervals and label in intervals:
+            lo, hi = (np.asarray(v, float) for v in intervals[label])
+            err = np.stack([np.asarray(y, float) - lo, hi - np.asarray(y, float)])
+            ax.errorbar(x, y, yerr=err, fmt="none", ecolor=lines[0].get_color(), capsize=2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if logy:

@@ -43,7 +43,7 @@ import importlib
 import inspect
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -815,97 +815,139 @@ def _contract_images() -> jax.Array:
     return jnp.asarray(ink[..., None] - 0.5)
 
 
-def _contract_failures(deg: Degradation, x0: jax.Array, key: jax.Array) -> list[str]:
-    """Every broken property of ``deg`` on ``x0`` (``(n, H, W, C)``), as messages."""
-    fails: list[str] = []
-    n, T = x0.shape[0], deg.T  # noqa: N806
-    keys = jax.random.split(key, n)
+class _Probe(NamedTuple):
+    """A degradation under test, its test images and keys, batched and raw calls."""
 
-    def batched(x: jax.Array, t: jax.Array, k: jax.Array = keys) -> jax.Array:
-        return jax.vmap(deg)(x, t, k) if deg.stochastic else jax.vmap(deg)(x, t)
+    deg: Degradation
+    x0: jax.Array
+    keys: jax.Array
 
-    def raw(x: jax.Array, t: int, k: jax.Array = keys[0]) -> jax.Array:
+    def batched(self, x: jax.Array, t: jax.Array, keys: jax.Array | None = None) -> jax.Array:
+        k = self.keys if keys is None else keys
+        return jax.vmap(self.deg)(x, t, k) if self.deg.stochastic else jax.vmap(self.deg)(x, t)
+
+    def raw(self, t: int) -> jax.Array:
         tt = jnp.asarray(t, jnp.int32)
-        return deg.fn(x, tt, k) if deg.stochastic else deg.fn(x, tt)
+        x, k = self.x0[0], self.keys[0]
+        return self.deg.fn(x, tt, k) if self.deg.stochastic else self.deg.fn(x, tt)
 
-    try:
-        out0 = raw(x0[0], 0)
-        for t in (1, T):
-            out = raw(x0[0], t)
-            if out.shape != x0[0].shape or out.dtype != x0.dtype:
-                fails.append(
-                    f"shape/dtype: D(x0, {t}) has shape {out.shape} dtype {out.dtype}; it must "
-                    f"keep the input's {x0[0].shape} {x0.dtype}."
-                )
-                return fails
-    except Exception as err:  # noqa: BLE001 - a user's function may raise anything
-        return [f"call: D(x0, t) on one (H, W, C) image raised {type(err).__name__}: {err}"]
-    called0 = deg(x0[0], 0, keys[0]) if deg.stochastic else deg(x0[0], 0)
-    gap0 = float(jnp.max(jnp.abs(called0 - x0[0])))
-    jump0 = float(jnp.sqrt(jnp.mean((out0 - x0[0]) ** 2)))
-    step1 = float(jnp.sqrt(jnp.mean((raw(x0[0], 1) - x0[0]) ** 2)))
+    def full(self, t: int) -> jax.Array:
+        return jnp.full((self.x0.shape[0],), t, jnp.int32)
+
+
+def _rms(a: Any) -> float:
+    return float(jnp.sqrt(jnp.mean(jnp.square(a))))
+
+
+def _check_call(pr: _Probe) -> list[str]:
+    """One image in: shape and dtype kept; nothing moved at ``t = 0``."""
+    x = pr.x0[0]
+    for t in (1, pr.deg.T):
+        out = pr.raw(t)
+        if out.shape != x.shape or out.dtype != x.dtype:
+            return [
+                f"shape/dtype: D(x0, {t}) has shape {out.shape} dtype {out.dtype}; it must "
+                f"keep the input's {x.shape} {x.dtype}."
+            ]
+    called0 = pr.deg(x, 0, pr.keys[0]) if pr.deg.stochastic else pr.deg(x, 0)
+    gap0 = float(jnp.max(jnp.abs(called0 - x)))
+    jump0, step1 = _rms(pr.raw(0) - x), _rms(pr.raw(1) - x)
     if not gap0 <= 1e-6:
-        fails.append(f"identity at t = 0: max |D(x0, 0) - x0| = {gap0:.3g}; it must be 0.")
-    elif not jump0 <= step1 + 1e-5:
-        fails.append(
+        return [f"identity at t = 0: max |D(x0, 0) - x0| = {gap0:.3g}; it must be 0."]
+    if not jump0 <= step1 + 1e-5:
+        return [
             f"identity at t = 0: the raw function moves x0 by {jump0:.3g} (RMS) at t = 0, more "
             f"than at t = 1 ({step1:.3g}); D(x0, 0) must be x0, and the first step small."
-        )
-    ts = np.arange(T + 1)
-    try:
-        per_t = np.stack([np.asarray(batched(x0, jnp.full((n,), t, jnp.int32))) for t in ts])
-    except Exception as err:  # noqa: BLE001
-        return [*fails, f"vmap: jax.vmap(D) raised {type(err).__name__}: {err}"]
-    if not np.all(np.isfinite(per_t)):
-        bad = sorted({int(t) for t in np.nonzero(~np.isfinite(per_t))[0]})[:5]
-        fails.append(f"finite: D(x0, t) has NaN or inf values at t = {bad}.")
-        return fails
-    t_mixed = jnp.asarray(np.resize(np.array([T, 1, T // 2, 0]), n), jnp.int32)
-    try:
-        jitted = np.asarray(jax.jit(batched)(x0, t_mixed))
-    except Exception as err:  # noqa: BLE001
-        return [
-            *fails,
-            f"jit: jax.jit(jax.vmap(D)) with traced t raised {type(err).__name__}: {err}",
         ]
-    loop = np.stack([np.asarray(deg(x0[i], int(t_mixed[i]), keys[i])) for i in range(n)])
+    return []
+
+
+def _check_pure(pr: _Probe) -> list[str]:
+    """``jit(vmap(D))`` with traced times equals one image at a time, and repeats itself."""
+    n, T = pr.x0.shape[0], pr.deg.T  # noqa: N806
+    t_mixed = jnp.asarray(np.resize(np.array([T, 1, T // 2, 0]), n), jnp.int32)
+    compiled = jax.jit(pr.batched)
+    jitted = np.asarray(compiled(pr.x0, t_mixed))
+    loop = np.stack([np.asarray(pr.deg(pr.x0[i], int(t_mixed[i]), pr.keys[i])) for i in range(n)])
+    fails = []
     if not np.allclose(jitted, loop, atol=1e-4):
         fails.append(
             "pure under jit and vmap: jit(vmap(D)) differs from D one image at a time by "
             f"{np.abs(jitted - loop).max():.3g}; D must depend only on (x0, t) and its key."
         )
-    again = np.asarray(jax.jit(batched)(x0, t_mixed))
-    if not np.array_equal(jitted, again):
+    if not np.array_equal(jitted, np.asarray(compiled(pr.x0, t_mixed))):
         fails.append("deterministic: two identical calls gave different results.")
-    dist = np.sqrt(((per_t - np.asarray(x0)[None]) ** 2).mean(axis=(2, 3, 4)))  # (T + 1, n)
+    return fails
+
+
+def _check_severity(pr: _Probe, per_t: np.ndarray) -> list[str]:
+    """The RMS distance from ``x0`` grows with ``t`` (10% slack per step) and is nonzero."""
+    dist = np.sqrt(((per_t - np.asarray(pr.x0)[None]) ** 2).mean(axis=(2, 3, 4)))  # (T + 1, n)
     end = dist[-1]
     drops = (-np.diff(dist, axis=0) / np.maximum(end, 1e-12)).max()
     if end.mean() <= 1e-4:
-        fails.append("severity: D(x0, T) equals x0; the end state must be degraded.")
-    elif drops > 0.1 or np.any(end < dist[1]):
-        fails.append(
+        return ["severity: D(x0, T) equals x0; the end state must be degraded."]
+    if drops > 0.1 or np.any(end < dist[1]):
+        return [
             "severity grows with t: the RMS distance of D(x0, t) from x0 falls by "
             f"{100 * drops:.0f}% of its final value between two steps (at most 10% allowed), "
             "or ends below its value at t = 1; later t must degrade at least as much."
-        )
-    if deg.stochastic:
-        t1 = jnp.full((n,), T, jnp.int32)
-        other = np.asarray(batched(x0, t1, jax.random.split(jax.random.fold_in(key, 1), n)))
-        if np.allclose(other, per_t[-1], atol=1e-6):
+        ]
+    return []
+
+
+def _check_declared(pr: _Probe, per_t: np.ndarray, key: jax.Array) -> list[str]:
+    """A stochastic degradation uses its key; a linear one is affine in ``x0``."""
+    fails, n, T = [], pr.x0.shape[0], pr.deg.T  # noqa: N806
+    if pr.deg.stochastic:
+        other = pr.batched(pr.x0, pr.full(T), jax.random.split(jax.random.fold_in(key, 1), n))
+        if np.allclose(np.asarray(other), per_t[-1], atol=1e-6):
             fails.append(
                 "key: declared stochastic, but another key gives the same D(x0, T); "
                 "declare it deterministic (stochastic=False) or use the key."
             )
-    if deg.linear:
-        y = jnp.roll(x0, 1, axis=0)
-        tt = jnp.full((n,), max(1, T // 2), jnp.int32)
-        mix = np.asarray(batched(0.3 * x0 + 0.7 * y, tt))
-        lin = 0.3 * np.asarray(batched(x0, tt)) + 0.7 * np.asarray(batched(y, tt))
+    if pr.deg.linear:
+        y, tt = jnp.roll(pr.x0, 1, axis=0), pr.full(max(1, T // 2))
+        mix = np.asarray(pr.batched(0.3 * pr.x0 + 0.7 * y, tt))
+        lin = 0.3 * np.asarray(pr.batched(pr.x0, tt)) + 0.7 * np.asarray(pr.batched(y, tt))
         if not np.allclose(mix, lin, atol=1e-4):
             fails.append(
                 "linear: declared affine in x0, but D(a x + (1 - a) y) differs from "
                 f"a D(x) + (1 - a) D(y) by {np.abs(mix - lin).max():.3g}; set linear=False."
             )
+    return fails
+
+
+def _guarded(what: str, check_fn: Callable[[], list[str]]) -> tuple[list[str], bool]:
+    """Run one check; a user's function may raise anything: that is a failure, not a crash."""
+    try:
+        return check_fn(), True
+    except Exception as err:  # noqa: BLE001
+        return [f"{what}: calling D raised {type(err).__name__}: {err}"], False
+
+
+def _contract_failures(deg: Degradation, x0: jax.Array, key: jax.Array) -> list[str]:
+    """Every broken property of ``deg`` on ``x0`` (``(n, H, W, C)``), as messages."""
+    pr = _Probe(deg, x0, jax.random.split(key, x0.shape[0]))
+    fails, ok = _guarded("call on one (H, W, C) image", lambda: _check_call(pr))
+    if not ok or any(f.startswith("shape/dtype") for f in fails):
+        return fails
+    per_t = []
+    more, ok = _guarded(
+        "vmap",
+        lambda: (
+            per_t.append(np.stack([pr.batched(x0, pr.full(t)) for t in range(deg.T + 1)])) or []
+        ),
+    )
+    if not ok:
+        return fails + more
+    if not np.all(np.isfinite(per_t[0])):
+        bad = sorted({int(t) for t in np.nonzero(~np.isfinite(per_t[0]))[0]})[:5]
+        return [*fails, f"finite: D(x0, t) has NaN or inf values at t = {bad}."]
+    more, ok = _guarded("jit with a traced t", lambda: _check_pure(pr))
+    fails += more
+    fails += _check_severity(pr, per_t[0])
+    fails += _guarded("declared properties", lambda: _check_declared(pr, per_t[0], key))[0]
     return fails
 
 

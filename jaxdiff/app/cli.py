@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jaxdiff import recipes
 from jaxdiff.app.checkpoint import CheckpointError
 from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
 from jaxdiff.data import DataError
@@ -73,23 +74,25 @@ def _positive(kind):
     return parse
 
 
-#: Each training flag's default for ``ddpm.py`` (the course's starter recipe) and for
-#: ``cold.py`` (the recipe measured to generate digits with the melt degradation: UNet
-#: restorer, L2, training noise growing linearly to 0.3; ``results/RUNS.md``).
-_DEFAULTS = {  # flag: (ddpm.py, cold.py)
-    "lr": (2e-4, 1e-3),
-    "epochs": (100, 10),
-    "batch_size": (128, 64),
-    "ema": (0.0, 0.999),
-    "grad_clip": (0.0, 1.0),
-    "lr_schedule": ("constant", "cosine"),
-    "warmup_steps": (0, 500),
-    "model": ("cnn", "unet"),
-    "precision": ("fp32", "bf16"),
-}
-MNIST_TRAIN_SIZE = 60000
-STARTER_DEFAULTS = {flag: both[0] for flag, both in _DEFAULTS.items()}
-COLD_DEFAULTS = {flag: both[1] for flag, both in _DEFAULTS.items()}
+DRIVER_RECIPES = {"ddpm": "starter", "cold": "melt"}
+"""The recipe (:mod:`jaxdiff.recipes`) whose config gives each driver its flag defaults."""
+
+
+def _recipe_defaults(kind: str) -> dict:
+    """A driver's flag defaults, read from its recipe's config."""
+    cfg = recipes.get(DRIVER_RECIPES[kind])
+    t, m = cfg.train, cfg.model
+    return {
+        "lr": t.lr,
+        "epochs": t.epochs,
+        "batch_size": t.batch_size,
+        "ema": t.ema_decay,
+        "grad_clip": t.grad_clip,
+        "lr_schedule": t.lr_schedule,
+        "warmup_steps": t.warmup_steps,
+        "model": m.name,
+        "precision": m.precision,
+    }
 
 
 def _choice(group, flag: str, choices: tuple[str, ...], help: str) -> None:  # noqa: A002
@@ -108,7 +111,7 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
         The parser.
     """
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
-    d = STARTER_DEFAULTS if kind == "ddpm" else COLD_DEFAULTS
+    d = _recipe_defaults(kind)
     g = p.add_argument_group("training")
     g.add_argument("--lr", type=_positive(float), default=d["lr"], help="Adam learning rate")
     g.add_argument("--epochs", type=_positive(int), default=d["epochs"])
@@ -292,9 +295,8 @@ def config_from_args(
             f"--limit {args.limit} is smaller than one batch (--batch-size {args.batch_size})"
         )
     if args.warmup_steps is None:  # scaled to short runs (a quick try must not fail on it)
-        per_epoch = (args.limit or MNIST_TRAIN_SIZE) // args.batch_size
-        default = (STARTER_DEFAULTS if kind == "ddpm" else COLD_DEFAULTS)["warmup_steps"]
-        args.warmup_steps = min(default, per_epoch * args.epochs // 10)
+        train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, limit=args.limit)
+        args.warmup_steps = recipes.scaled_warmup(train, _recipe_defaults(kind)["warmup_steps"])
     if args.warmup_steps < 0:
         parser.error(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
     if args.kernel_size % 2 == 0:

@@ -1,10 +1,12 @@
-"""The report pipeline: data and figures from a synthetic results tree, the word counter."""
+"""The report pipeline: data and figures from a synthetic results tree, number formatting,
+training commands and the word counter."""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +18,13 @@ from jaxdiff.ops import resolve_conv_impl
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "report"))  # the report builder lives beside the report
-import builder as R  # noqa: E402
+import build  # noqa: E402
+import configs  # noqa: E402
+import figures  # noqa: E402
+import sections  # noqa: E402
+import study  # noqa: E402
+import typeset  # noqa: E402
+import values  # noqa: E402
 
 #: A recorded run's config.json holds the resolved convolution (``--conv-impl auto`` -> this).
 CONV = resolve_conv_impl("auto")
@@ -88,7 +96,7 @@ def _write_eval(run: Path, tag: str, metrics: dict, galleries: bool = True) -> N
     d.mkdir(parents=True)
     (d / "metrics.json").write_text(json.dumps(metrics))
     if galleries:
-        for g in R.GALLERIES:
+        for g in figures.GALLERIES:
             (d / f"{g}.png").write_bytes(b"png")
 
 
@@ -111,14 +119,14 @@ def built(tmp_path_factory):
     (b / "eval" / "ep002_broken").mkdir()
     (b / "eval" / "ep002_broken" / "metrics.json").write_text("{not json")
     _write_run(root, "not_in_the_study", _config(seed=3), 1, 10.0)
-    study = {
+    manifest = {
         "_about": "roles",
         "q1_default": {"run": f"{root.name}/q1_default", "sample": ["--sampler", "ancestral"]},
         "q1_alt": {"run": f"{root.name}/q1_alt", "sample": ["--sampler", "ancestral"]},
         "q2_custom": {"run": f"{root.name}/cold_gone", "sample": ["--sampler", "cold2"]},
         "best": {"run": f"{root.name}/fast", "sample": ["--sampler", "ddim", "--steps", "100"]},
     }
-    (root / "study.json").write_text(json.dumps(study))
+    (root / "study.json").write_text(json.dumps(manifest))
     _write_eval(
         root / "anchors",
         "starter_ep50_jaxdiff_sampler",
@@ -152,7 +160,7 @@ def built(tmp_path_factory):
             }
         )
     )
-    summary = R.build_report_data(root, out)
+    summary = build.build_report_data(root, out)
     data = {p.stem: json.loads(p.read_text()) for p in (out / "data").glob("*.json")}
     return root, out, summary, data
 
@@ -194,13 +202,16 @@ def test_run_numbers_and_config_diff(built):
     # parameter count equals the initialised model's
     import jax
 
-    from jaxdiff.app.runner import build, init_params
+    try:
+        from jaxdiff.pipeline import build, init_params
+    except ImportError:  # a tree from before the assembly moved into the core
+        from jaxdiff.app.runner import build, init_params
 
     params = init_params(build(_config()), jax.random.PRNGKey(0))
     n = sum(x.size for x in jax.tree_util.tree_leaves(params))
     assert _n(data, "run.q1_default.params")["v"] == n
     rows = {r[0]: r for r in data["tables"]["runs"]["rows"]}
-    disp = {r.name: r.display for r in R.KNOWN_RUNS}
+    disp = {r.name: r.display for r in study.KNOWN_RUNS}
     # the study's roles only, in role order; a folder the manifest does not name is left out
     assert list(rows) == [disp["q1_default"], disp["q1_alt"], disp["best"]]
     assert rows[disp["q1_default"]][8] == "4/4"
@@ -213,17 +224,17 @@ def test_every_evaluation_and_extra_anchors_have_numbers(built):
     # an anchor evaluation other than the starter's own samples: numbers and a table row
     assert _n(data, "anchor.starter_ep50_jaxdiff_sampler.fd_ci")["s"] == "104.0 [99.0, 109.0]"
     rows = {r[0] for r in data["tables"]["fidelity"]["rows"]}
-    assert R.EXTRA_ANCHORS["starter_ep50_jaxdiff_sampler"] in rows
+    assert study.EXTRA_ANCHORS["starter_ep50_jaxdiff_sampler"] in rows
     # ... but no curve of its own: the time-to-quality targets are the starter's samples
     assert not any("jaxdiff_sampler" in k for k in data["numbers"] if k.startswith("ttq."))
 
 
 def test_manifest_sampler_reads_the_sample_flags():
-    assert R.manifest_sampler(["--sampler", "ddim", "--steps", "100", "--clip-x0"], "x") == (
+    assert study.manifest_sampler(["--sampler", "ddim", "--steps", "100", "--clip-x0"], "x") == (
         "ddim-clip"
     )
-    assert R.manifest_sampler(["--sampler", "cold2", "--data-dir", "d"], "x") == "cold2"
-    assert R.manifest_sampler([], "ancestral") == "ancestral"
+    assert study.manifest_sampler(["--sampler", "cold2", "--data-dir", "d"], "x") == "cold2"
+    assert study.manifest_sampler([], "ancestral") == "ancestral"
 
 
 def test_comparisons(built):
@@ -294,7 +305,7 @@ def test_figures_exist_and_missing_inputs_are_notes(built):
 
 
 def test_missing_results_tree_builds_empty_tables(tmp_path):
-    summary = R.build_report_data(tmp_path / "nothing", tmp_path / "rep")
+    summary = build.build_report_data(tmp_path / "nothing", tmp_path / "rep")
     assert "does not exist" in summary["notes"][0]
     tables = json.loads((tmp_path / "rep" / "data" / "tables.json").read_text())
     assert all(t["rows"] == [] for t in tables.values())
@@ -303,13 +314,13 @@ def test_missing_results_tree_builds_empty_tables(tmp_path):
 
 def test_parse_tag_and_select_epochs():
     anc = {"epoch": 10, "sampler": "ancestral", "steps": 1000}
-    assert R.parse_tag("ep010_ancestral1000") == anc
-    assert R.parse_tag("ep010_ddim100") == {"epoch": 10, "sampler": "ddim", "steps": 100}
-    assert R.parse_tag("ep005_cold2") == {"epoch": 5, "sampler": "cold2", "steps": None}
-    assert R.parse_tag("starter_ep24")["epoch"] == 24
-    assert R.parse_tag("final") == {"epoch": None, "sampler": None, "steps": None}
-    assert R.select_epochs([1, 2, 3], 6) == [1, 2, 3]
-    picked = R.select_epochs(list(range(1, 21)), 5)
+    assert study.parse_tag("ep010_ancestral1000") == anc
+    assert study.parse_tag("ep010_ddim100") == {"epoch": 10, "sampler": "ddim", "steps": 100}
+    assert study.parse_tag("ep005_cold2") == {"epoch": 5, "sampler": "cold2", "steps": None}
+    assert study.parse_tag("starter_ep24")["epoch"] == 24
+    assert study.parse_tag("final") == {"epoch": None, "sampler": None, "steps": None}
+    assert study.select_epochs([1, 2, 3], 6) == [1, 2, 3]
+    picked = study.select_epochs(list(range(1, 21)), 5)
     assert picked[0] == 1 and picked[-1] == 20 and len(picked) == 5
 
 
@@ -329,15 +340,15 @@ comment */ tail
 def test_count_words_on_a_snippet():
     # Intro heading | Hello bold world with and math. See ref | Two words | Value here |
     # yes branch no branch | tail
-    assert R.count_words(SNIPPET) == 2 + 8 + 2 + 2 + 4 + 1
-    text = R.prose_text(SNIPPET)
+    assert typeset.count_words(SNIPPET) == 2 + 8 + 2 + 2 + 4 + 1
+    text = typeset.prose_text(SNIPPET)
     for hidden in ("comment", "hidden", "raw", "x^2", "size", "a.png", "eval.q1", "block"):
         assert hidden not in text
 
 
 def test_report_source_within_the_word_limit():
-    words = R.count_words((REPO / "report" / "report.typ").read_text())
-    assert 500 < words <= R.WORD_LIMIT
+    words = typeset.count_words((REPO / "report" / "report.typ").read_text())
+    assert 500 < words <= typeset.WORD_LIMIT
 
 
 def test_report_source_keeps_semicolons_after_numbers():
@@ -360,7 +371,7 @@ def test_pdf_compiles_from_the_synthetic_tree(built, tmp_path):
     (rep / "data" / "figures.json").write_text(
         json.dumps([f for f in figs if not f.startswith("gallery_")])
     )
-    pdf = R.compile_pdf(rep)
+    pdf = typeset.compile_pdf(rep)
     assert pdf.read_bytes()[:5] == b"%PDF-"
 
 
@@ -377,21 +388,21 @@ def test_training_command_round_trips_the_config(built):
         process=ProcessConfig(kind="cold", T=20, degradation="blur", loss="l1"),
         train=TrainConfig(epochs=3, ema_decay=0.99, seed=5),
     )
-    c = R.training_command(cold.to_dict(), "results/c")
+    c = configs.training_command(cold.to_dict(), "results/c")
     assert c.startswith("python experiments/cold.py --model unet --degradation blur ")
     assert "--attention" in c and "--T 20" in c and "--loss l1" in c and "--ema 0.99" in c
     assert "--noise 0.0" in c  # cold.py's default is the noisy melt recipe
-    # flags come from the drivers' parser: a newer flag (here --prediction) needs no table
+    # flags are named after the config's fields: a newer flag (here --prediction) needs no table
     vpred = Config(
         model=ModelConfig(conv_impl=CONV),
         process=ProcessConfig(prediction="v", weighting="min_snr"),
     ).to_dict()
-    assert R.training_command(vpred, "results/v") == (
+    assert configs.training_command(vpred, "results/v") == (
         "python experiments/ddpm.py --prediction v --weighting min_snr --workdir results/v"
     )
     # a setting no flag reaches (last_kernel_size) has no command
     odd = Config(model=ModelConfig(last_kernel_size=5)).to_dict()
-    assert R.training_command(odd, "results/x") is None
+    assert configs.training_command(odd, "results/x") is None
 
 
 def test_clipped_ddim_is_its_own_sampler(tmp_path):
@@ -400,14 +411,17 @@ def test_clipped_ddim_is_its_own_sampler(tmp_path):
     clipped = _metrics(52.0, (48.0, 56.0), epoch=4, sampler="ddim", clip_x0=True)
     _write_eval(run, "ep004_ddimclip100", clipped | {"steps": 100})
     notes: list[str] = []
-    plain = R.load_eval(run / "eval" / "ep004_ddim100", notes)
-    clip = R.load_eval(run / "eval" / "ep004_ddimclip100", notes)
+    plain = study.load_eval(run / "eval" / "ep004_ddim100", notes)
+    clip = study.load_eval(run / "eval" / "ep004_ddimclip100", notes)
     assert (plain.sampler, plain.steps) == ("ddim", 100)
     assert (clip.sampler, clip.steps) == ("ddim-clip", 100)
-    assert R._sampler_text(clip) == "DDIM (x0 clipped) 100" and not notes
-    assert R.clipped_name("dpmpp", "data") == "dpmpp-clip-data"
-    assert R.clipped_name("ancestral", True) == "ancestral"
-    assert R.manifest_sampler(["--sampler", "dpmpp", "--clip-x0", "data"], "x") == "dpmpp-clip-data"
+    assert values.sampler_text(clip) == "DDIM (x0 clipped) 100" and not notes
+    assert study.clipped_name("dpmpp", "data") == "dpmpp-clip-data"
+    assert study.clipped_name("ancestral", True) == "ancestral"
+    assert (
+        study.manifest_sampler(["--sampler", "dpmpp", "--clip-x0", "data"], "x")
+        == "dpmpp-clip-data"
+    )
 
 
 def test_epoch_series_never_mixes_sampling_settings(tmp_path):
@@ -422,10 +436,10 @@ def test_epoch_series_never_mixes_sampling_settings(tmp_path):
     raw = _metrics(70.0, (65.0, 75.0), epoch=4, weights="raw", **cold)
     _write_eval(run, "ep004_cold2_raw", raw, False)
     notes: list[str] = []
-    series = R.epoch_series(R.read_run_record(run, None, notes))
+    series = study.epoch_series(study.read_run_record(run, None, notes))
     # sample noise and raw weights are other settings; N nearest 1000 wins at epoch 4
     assert [e.tag for e in series] == ["ep002_cold2", "ep004_cold2"]
-    assert R.sampling_setting(series[0]) == ("cold2", 50, 0.0, None, "ema")
+    assert study.sampling_setting(series[0]) == ("cold2", 50, 0.0, None, "ema")
 
 
 def test_matched_pair_compares_two_runs_at_one_n(tmp_path):
@@ -436,13 +450,13 @@ def test_matched_pair_compares_two_runs_at_one_n(tmp_path):
     _write_eval(a, "ep004_cold2_n10000", _metrics(12.0, (11.5, 12.5), **cold) | {"n": 10000}, False)
     _write_eval(b, "ep004_cold2", _metrics(20.0, (18.0, 22.0), **cold), False)
     notes: list[str] = []
-    ra, rb = (R.read_run_record(r, None, notes) for r in (a, b))
-    assert R.headline_eval(ra).tag == "ep004_cold2_n10000"  # alone, the most samples
-    ea, eb = R.matched_pair(ra, rb)
+    ra, rb = (study.read_run_record(r, None, notes) for r in (a, b))
+    assert study.headline_eval(ra).tag == "ep004_cold2_n10000"  # alone, the most samples
+    ea, eb = study.matched_pair(ra, rb)
     assert (ea.tag, eb.tag) == ("ep004_cold2", "ep004_cold2")
-    ea, eb = R.matched_pair(rb, ra)  # either order
+    ea, eb = study.matched_pair(rb, ra)  # either order
     assert (ea.tag, eb.tag) == ("ep004_cold2", "ep004_cold2")
-    assert R.matched_pair(ra, None) == (R.headline_eval(ra), None)
+    assert study.matched_pair(ra, None) == (study.headline_eval(ra), None)
 
 
 def test_cold_analysis_tables_and_numbers(tmp_path):
@@ -473,7 +487,7 @@ def test_cold_analysis_tables_and_numbers(tmp_path):
     ]
     (run / "analysis" / "restoration.json").write_text(json.dumps({"n": 500, "times": times}))
     (root / "study.json").write_text(json.dumps({"q2_custom": {"run": "results/melt"}}))
-    R.build_report_data(root, tmp_path / "rep")
+    build.build_report_data(root, tmp_path / "rep")
     data = json.loads((tmp_path / "rep" / "data" / "numbers.json").read_text())
     tables = json.loads((tmp_path / "rep" / "data" / "tables.json").read_text())
     assert data["an.q2_custom.fitted.fd_ci"]["s"] == "40.0 [38.0, 42.0]"
@@ -489,15 +503,15 @@ def test_saturated_share_counts_samples_mostly_far_out_of_range():
     x[0] = 2.0  # every pixel beyond +-1
     x[1, :20] = -3.0  # 20 of 28 rows: 71% of pixels
     x[2, :10] = 5.0  # 36%: not saturated
-    assert R.saturated_share(x) == 0.5
-    assert R.saturated_share(np.full((3, 28, 28, 1), 0.5)) == 0.0  # the data range's edge
+    assert sections.saturated_share(x) == 0.5
+    assert sections.saturated_share(np.full((3, 28, 28, 1), 0.5)) == 0.0  # the data range's edge
 
 
 def test_a_source_that_does_not_compile_is_one_clear_error(tmp_path):
     pytest.importorskip("typst")
     (tmp_path / "report.typ").write_text("#let x = (\n")
     with pytest.raises(ValueError, match="report.typ does not compile"):
-        R.compile_pdf(tmp_path)
+        typeset.compile_pdf(tmp_path)
 
 
 def test_ablation_rows_from_study_json_with_a_variant_judged_by_its_own_tag(tmp_path):
@@ -515,7 +529,7 @@ def test_ablation_rows_from_study_json_with_a_variant_judged_by_its_own_tag(tmp_
     ablation = {"run": "results/base", "eval": "ep002_x", "variants": variants}
     (root / "study.json").write_text(json.dumps({"ablation": ablation}))
     out = tmp_path / "report"
-    summary = R.build_report_data(root, out)
+    summary = build.build_report_data(root, out)
     rows = json.loads((out / "data" / "tables.json").read_text())["ablation"]["rows"]
     assert [r[0] for r in rows] == ["base", "lr 2e-3", "raw weights"]
     assert rows[2][1] == "no EMA" and rows[2][4] == "-4.0"
@@ -526,6 +540,139 @@ def test_ablation_rows_from_study_json_with_a_variant_judged_by_its_own_tag(tmp_
 def test_config_diff_reads_a_setting_a_config_predates_as_its_default():
     old = {"model": {"name": "unet"}, "train": {"lr": 1e-3}}
     new = {"model": {"name": "unet", "res_blocks": 1}, "train": {"lr": 1e-3}}
-    assert R.config_diff(old, new) == []
+    assert configs.config_diff(old, new) == []
     deep = {"model": {"name": "unet", "res_blocks": 2}, "train": {"lr": 1e-3}}
-    assert R.config_diff(old, deep) == ["residual blocks per level 1 -> 2"]
+    assert configs.config_diff(old, deep) == ["residual blocks per level 1 -> 2"]
+
+
+def _other_conv() -> str:
+    """A convolution other than the one ``--conv-impl auto`` resolves to here."""
+    from jaxdiff.ops import available_convs
+
+    return next(c for c in available_convs() if c not in ("auto", CONV))
+
+
+def test_training_command_prefers_the_recorded_command_line():
+    cfg = _config(lr=1e-3).to_dict()
+    start = ["experiments/ddpm.py", "--hidden", "8,8", "--lr", "1e-3", "--epochs", "2"]
+    start += ["--workdir", "/abs/results/r", "--data-dir", "/abs/mnist", "--no-progress"]
+    later = ["/abs/experiments/ddpm.py", "--hidden", "8,8", "--lr", "1e-3", "--epochs", "4"]
+    later += ["--export-epochs", "2,4", "--workdir=/abs/results/r", "--warm-start"]
+    later += ["/abs/results/r/exports/epoch_002", "--resume"]
+    # the latest command line, without the process's own flags, run folder as given
+    assert configs.training_command(cfg, "results/r", [start, later]) == (
+        "python experiments/ddpm.py --hidden 8,8 --lr 1e-3 --epochs 4 --export-epochs 2,4 "
+        "--workdir results/r"
+    )
+    # recorded where 'auto' resolved to another convolution: pinned to the recorded one
+    other = _other_conv()
+    pinned = Config.from_dict(cfg | {"model": {**cfg["model"], "conv_impl": other}}).to_dict()
+    assert configs.training_command(pinned, "results/r", [later]) == (
+        "python experiments/ddpm.py --hidden 8,8 --lr 1e-3 --epochs 4 --export-epochs 2,4 "
+        f"--conv-impl {other} --workdir results/r"
+    )
+    # no usable command line: the flags that differ from the driver's defaults
+    derived = "python experiments/ddpm.py --hidden 8,8 --lr 0.001 --epochs 4 --workdir results/r"
+    assert configs.training_command(cfg, "results/r") == derived
+    assert configs.training_command(cfg, "results/r", [["experiments/cold.py"]]) == derived
+    assert configs.training_command(cfg, "results/r", ["not a list"]) == derived
+    bad = [["experiments/ddpm.py", "--no-such-flag"]]
+    assert configs.training_command(cfg, "results/r", bad) == derived
+
+
+def test_training_command_for_a_cold_cnn_names_its_network():
+    # cold.py's default network is the UNet: a cold CNN run needs --model cnn
+    cold = Config(
+        model=ModelConfig(hidden=(8, 8), conv_impl=CONV),
+        process=ProcessConfig(kind="cold", T=50, degradation="blur", loss="l2", noise=0.3),
+        train=TrainConfig(epochs=2, lr=1e-3, batch_size=64, ema_decay=0.999, grad_clip=1.0),
+    ).to_dict()
+    cmd = configs.training_command(cold, "results/c")
+    assert cmd.startswith("python experiments/cold.py --model cnn --degradation blur --hidden 8,8")
+    # --noise-schedule constant moves --sample-noise's default (1.25 x --noise): pinned too
+    assert "--noise-schedule constant" in cmd and "--sample-noise 0.0" in cmd
+    assert configs.parse_command(cmd.split()[2:-2], "cold") == Config.from_dict(cold).to_dict()
+    opts = Config.from_dict(cold).to_dict()
+    opts["process"]["degradation_options"] = [["sigma_max", 4.0]]
+    assert "--degradation-option sigma_max=4.0" in configs.training_command(opts, "results/c")
+
+
+def test_number_formatting():
+    assert values.fmt(None) == "–" and values.fmt(float("nan")) == "–"
+    assert values.fmt(1.25, 1) == "1.2" and values.fmt(3, 2) == "3.00"
+    m = {"fd": 12.345, "fd_ci": [11.0, 13.55], "kid": 0.5}
+    assert values.ci_text(m, "fd", 1) == "12.3 [11.0, 13.6]"
+    assert values.ci_text(m, "kid", 2) == "0.50"  # no interval recorded
+    assert values.ci_text(m, "recall", 3) == "–"
+    assert values.pct(0.25) == 25.0 and values.pct(None) is None
+    assert values.div(3, 2) == 1.5 and values.div(1, 0) is None and values.div(None, 2) is None
+    assert values.slug("melt 24k / v-pred") == "melt_24k_v_pred"
+    out = values.Values()
+    for key, value in (("b", True), ("f", 2.345), ("n", None), ("i", 7), ("t", "x")):
+        out.put(key, value)
+    out.put("d", 2.345, d=2)
+    out.put("own", 0.5, "half")
+    texts = {k: v["s"] for k, v in out.numbers.items()}
+    assert texts == {
+        "b": "yes", "f": "2.3", "n": "–", "i": "7", "t": "x", "d": "2.35", "own": "half"
+    }  # fmt: skip
+    assert out.numbers["f"]["v"] == 2.345
+
+
+def test_sampler_text_and_fidelity_row():
+    def ev(tag, sampler, steps, **m):
+        return study.EvalRecord(tag, Path("."), _metrics(50.0, (45.0, 55.0)) | m, 4, sampler, steps)
+
+    assert values.sampler_text(ev("ep004_cold2", "cold2", 50)) == "cold Alg. 2, 50 steps"
+    assert values.sampler_text(ev("x", "dpmpp-clip-data", 20)) == (
+        "DPM-Solver++ (x0 clipped to data) 20"
+    )
+    assert values.sampler_text(ev("starter_ep50", None, None)) == "starter sampler (1000 steps)"
+    assert values.sampler_text(ev("mine", None, None)) == "given samples"
+    e = ev("ep004_ancestral1000", "ancestral", 1000, sample_seconds=30.0)
+    assert values.sec_per_1k(e) == pytest.approx(30.0)
+    row = values.fidelity_row("run", e)
+    assert row[:5] == ["run", "4", "ancestral 1000", "1000", "50.0 [45.0, 55.0]"]
+    assert row[5] == "1.00 [0.50, 1.50]"
+    assert row[-1] == "25.0" and len(row) == len(sections.FIDELITY_HEADER)
+
+
+@pytest.mark.parametrize(
+    ("src", "words"),
+    [
+        ("plain words here", 3),
+        ("escaped \\#hash and a\\;b", 4),  # '\\#hash' is text; 'a\\;b' one word
+        ("#for x in range(3) [loop body words]", 3),
+        ("#if a [one] else if b [two] else [three]", 3),  # every branch: an upper bound
+        ("label <fig:x> and @fig:x.", 3),  # a label is no word, a reference one
+        ("#let f(x) = [not\n prose]\nafter", 1),  # a definition ends at its line's end
+        ('#f("a]b")[inside words]', 2),  # a bracket in a string closes nothing
+        ("math $a \\$ b$ gone", 2),
+        ("#figure([a #strong[b] c], caption: [d])", 4),
+        ("// all comment\n/* and\nthis */ kept", 1),
+        ("- list item\n+ numbered\n= Heading", 4),
+        ("`raw` and ```\nblock\n``` text", 2),
+        ("url https://example.org stays", 3),  # '//' after ':' is no comment
+    ],
+)
+def test_count_words_cases(src, words):
+    assert typeset.count_words(src) == words
+
+
+def test_figures_draw_without_pyplot_or_a_backend_switch(tmp_path):
+    # the report draws with matplotlib's object API: no pyplot, no matplotlib.use
+    run = _write_run(tmp_path / "results", "q1_default", _config(), 2, 60.0)
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import matplotlib\n"
+        "def use(*args, **kwargs): raise AssertionError('backend switched')\n"
+        "matplotlib.use = use\n"
+        "from pathlib import Path; import figures, study, values\n"
+        "r = study.read_run_record(Path(sys.argv[2]), study.KNOWN_RUNS[0], [])\n"
+        "s = study.Study(r.path.parent, {'q1_default': r}, {}, [], None, [])\n"
+        "names = figures.draw_figures(s, values.Values(), Path(sys.argv[3]))\n"
+        "assert names == ['loss_all.png', 'loss_q1_default.png', 'samples_q1_default.png'], names\n"
+        "assert 'matplotlib.pyplot' not in sys.modules\n"
+    )
+    cmd = [sys.executable, "-c", code, str(REPO / "report"), str(run), str(tmp_path)]
+    subprocess.run(cmd, check=True)
+    assert (tmp_path / "samples_q1_default.png").read_bytes()[:4] == b"\x89PNG"

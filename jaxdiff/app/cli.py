@@ -641,7 +641,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
     Writes into ``args.out``: ``metrics.json`` (FD and KID with bootstrap CIs, precision,
     recall, class balance, confidence, nearest-neighbour distances, the real-data floor, the
-    sample count, sampler and seconds), ``samples.npy`` and the galleries
+    sample count, sampler, the feature network ``features`` (``args.features``, default
+    ``"lenet"``) with its ``features_sha256``, and seconds), ``samples.npy`` and the galleries
     ``confident.png``, ``unconfident.png``, ``nn_closest.png`` (each sample beside its nearest
     training image), ``nn_farthest.png``, ``per_class.png`` and ``class_hist.png``.
 
@@ -658,6 +659,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
     from jaxdiff.app import plotting
     from jaxdiff.data import load_mnist, normalize
+    from jaxdiff.fidelity.classifier import DEFAULT_FEATURES, default_classifier
     from jaxdiff.fidelity.evaluation import (
         evaluate_samples,
         prepare_reference,
@@ -673,6 +675,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     info: dict = {}
     try:
         check_paths(data_dir=args.data_dir, checkpoint=args.checkpoint, out_dir=out)
+        clf = default_classifier(getattr(args, "features", DEFAULT_FEATURES))  # sha256 checked
         if args.samples is not None:  # checked (and read) before anything is computed
             x = load_samples(args.samples, args.n)
             info = {"samples": str(args.samples)}
@@ -682,7 +685,11 @@ def evaluate_command(args: argparse.Namespace) -> int:
             x, info = draw_samples(args, images=train, batch=args.batch)
         t1 = time.perf_counter()
         ref = prepare_reference(
-            normalize(train), normalize(test), jax.random.key(args.eval_seed), n=args.n
+            normalize(train),
+            normalize(test),
+            jax.random.key(args.eval_seed),
+            n=args.n,
+            classifier=clf,
         )
         scores = score_samples(x, ref)
         result = evaluate_samples(
@@ -694,6 +701,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     result.update(
         info, n=args.n, eval_seed=args.eval_seed, eval_seconds=round(time.perf_counter() - t1, 2)
     )
+    result.update(features=clf.network, features_sha256=clf.card.get("sha256"))
     atomic_npy(out / "samples.npy", x)
     atomic_json(out / "metrics.json", result, default=float)
     xs = scores.images

@@ -1,6 +1,10 @@
-"""The MNIST feature network used by the fidelity metrics: a small LeNet-style CNN.
+"""The MNIST feature networks used by the fidelity metrics, registered by name.
 
-Architecture (:class:`LeNet`), inputs in the model scale ``float32 (B, 28, 28, 1)`` in
+Two independently trained networks of different build give two feature spaces
+(:data:`FEATURE_NETWORKS`; results hold within one space, so a second one is a robustness
+check): ``"lenet"`` (the default, every published number) and ``"mlp"``.
+
+``"lenet"`` (:class:`LeNet`), inputs in the model scale ``float32 (B, 28, 28, 1)`` in
 [-0.5, 0.5]::
 
     conv 5x5, 32 -> ReLU -> avg-pool 2        (28 -> 14)
@@ -9,9 +13,17 @@ Architecture (:class:`LeNet`), inputs in the model scale ``float32 (B, 28, 28, 1
     flatten (576) -> dense 128 -> ReLU        <- the feature layer (128-d)
     dropout 0.3 (training only) -> dense 10   <- logits
 
-The trained parameters ship in ``jaxdiff/fidelity/assets/classifier.msgpack`` (Flax msgpack) with a
-JSON card ``classifier.json`` (sha256 of the msgpack, test accuracy, architecture, feature
-layer, training command). :func:`load_classifier` checks the checksum before use.
+``"mlp"`` (:class:`MLP`), the same inputs flattened to 784::
+
+    dense 256 -> GELU -> dropout 0.2
+    dense 128 -> GELU -> dropout 0.2
+    dense 128 -> GELU                         <- the feature layer (128-d)
+    dropout 0.2 (training only) -> dense 10   <- logits
+
+Each network's trained parameters ship in ``jaxdiff/fidelity/assets/`` (Flax msgpack:
+``classifier.msgpack`` for the LeNet, ``mlp.msgpack`` for the MLP) with a JSON card of the same
+stem (sha256 of the msgpack, network name, feature dimension, test accuracy, architecture,
+feature layer, training command). :func:`load_classifier` checks the checksum before use.
 
 Training goes through the diffusion models' trainer: :func:`classifier_loss` is a
 ``loss_fn(params, batch, key)`` for :func:`jaxdiff.train.make_train_step`, and
@@ -48,6 +60,10 @@ DEFAULT_PARAMS = ASSET_DIR / "classifier.msgpack"
 DEFAULT_CARD = ASSET_DIR / "classifier.json"
 FEATURE_DIM = 128
 NUM_CLASSES = 10
+
+
+#: Name of the default feature network (the one every published number uses).
+DEFAULT_FEATURES = "lenet"
 
 
 class ClassifierChecksumError(ValueError):
@@ -113,16 +129,116 @@ class LeNet(nn.Module):
         return feats, logits
 
 
+class MLP(nn.Module):
+    """A fully connected classifier on flattened pixels; returns ``(features, logits)``.
+
+    Attributes:
+        hidden: Widths of the hidden layers before the feature layer.
+        features_dim: Width of the last hidden (feature) layer.
+        num_classes: Number of output classes.
+        dropout: Dropout rate after every hidden layer, during training only.
+    """
+
+    hidden: tuple[int, ...] = (256, 128)
+    features_dim: int = FEATURE_DIM
+    num_classes: int = NUM_CLASSES
+    dropout: float = 0.2
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
+        """Classify ``x``.
+
+        Args:
+            x: Images ``float32 (B, 28, 28, 1)`` in the model scale.
+            train: Apply dropout (needs a ``"dropout"`` rng).
+
+        Returns:
+            ``(features (B, features_dim), logits (B, num_classes))``, ``float32``.
+        """
+        h = x.reshape(x.shape[0], -1)
+        for width in self.hidden:
+            h = nn.gelu(nn.Dense(width)(h))
+            h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        feats = nn.gelu(nn.Dense(self.features_dim)(h))
+        h = nn.Dropout(self.dropout, deterministic=not train)(feats)
+        logits = nn.Dense(self.num_classes)(h)
+        return feats, logits
+
+
+class FeatureNetwork(NamedTuple):
+    """A registered feature network: how to build it and where its trained parameters live.
+
+    Attributes:
+        name: Registry name (``--features`` / ``--arch`` value).
+        module: Zero-argument constructor of the Flax module (returns ``(features, logits)``).
+        params_file: The shipped ``.msgpack``; its card is the same stem with ``.json``.
+        feature_dim: Width of the feature layer.
+        architecture: One-line description of the layers (written into the card).
+        feature_layer: Which layer the features are (written into the card).
+    """
+
+    name: str
+    module: Callable[[], nn.Module]
+    params_file: Path
+    feature_dim: int
+    architecture: str
+    feature_layer: str
+
+
+#: The feature networks by name. ``"lenet"`` is the default.
+FEATURE_NETWORKS: dict[str, FeatureNetwork] = {
+    "lenet": FeatureNetwork(
+        "lenet",
+        LeNet,
+        DEFAULT_PARAMS,
+        FEATURE_DIM,
+        "conv5x5-32 relu avgpool2 | conv3x3-64 relu avgpool2 | conv3x3-64 relu avgpool2 | "
+        "flatten 576 | dense 128 relu (features) | dropout 0.3 | dense 10",
+        "dense 128 after ReLU (penultimate layer)",
+    ),
+    "mlp": FeatureNetwork(
+        "mlp",
+        MLP,
+        ASSET_DIR / "mlp.msgpack",
+        FEATURE_DIM,
+        "flatten 784 | dense 256 gelu dropout 0.2 | dense 128 gelu dropout 0.2 | "
+        "dense 128 gelu (features) | dropout 0.2 | dense 10",
+        "dense 128 after GELU (penultimate layer)",
+    ),
+}
+
+
+def feature_network(name: str) -> FeatureNetwork:
+    """Look a feature network up by name.
+
+    Args:
+        name: A key of :data:`FEATURE_NETWORKS` (``"lenet"`` or ``"mlp"``).
+
+    Returns:
+        Its :class:`FeatureNetwork`.
+
+    Raises:
+        ValueError: If ``name`` is not registered; the message lists the choices.
+    """
+    if name not in FEATURE_NETWORKS:
+        raise ValueError(
+            f"unknown feature network {name!r}; choose one of: {', '.join(FEATURE_NETWORKS)}."
+        )
+    return FEATURE_NETWORKS[name]
+
+
 class Classifier(NamedTuple):
     """A loaded feature network.
 
     Attributes:
-        params: Parameters of :class:`LeNet`.
+        params: Parameters of the network's module.
         card: The metadata card (accuracy, architecture, feature layer, sha256, ...).
+        network: Its registry name (:data:`FEATURE_NETWORKS`).
     """
 
     params: Any
     card: dict
+    network: str = DEFAULT_FEATURES
 
 
 def make_classifier_optimizer(lr: float, total_steps: int) -> optax.GradientTransformation:
@@ -140,17 +256,21 @@ def make_classifier_optimizer(lr: float, total_steps: int) -> optax.GradientTran
     return optax.adam(optax.cosine_decay_schedule(lr, total_steps, alpha=0.01))
 
 
-def init_state(key: jax.Array, tx: optax.GradientTransformation) -> TrainState:
+def init_state(
+    key: jax.Array, tx: optax.GradientTransformation, network: str = DEFAULT_FEATURES
+) -> TrainState:
     """Initialise parameters and optimiser state.
 
     Args:
         key: PRNG key.
         tx: The optimiser from :func:`make_classifier_optimizer`.
+        network: Registry name of the network (:data:`FEATURE_NETWORKS`).
 
     Returns:
         A fresh :class:`jaxdiff.train.TrainState` at step 0 (no EMA).
     """
-    params = LeNet().init(key, jnp.zeros((1, 28, 28, 1), jnp.float32))
+    module = feature_network(network).module()
+    params = module.init(key, jnp.zeros((1, 28, 28, 1), jnp.float32))
     return init_train_state(params, tx)
 
 
@@ -164,7 +284,11 @@ def _shift_one(image: jax.Array, key: jax.Array, max_shift: int) -> jax.Array:
 
 
 def loss_fn(
-    params: Any, images: jax.Array, labels: jax.Array, key: jax.Array
+    params: Any,
+    images: jax.Array,
+    labels: jax.Array,
+    key: jax.Array,
+    network: str = DEFAULT_FEATURES,
 ) -> tuple[jax.Array, jax.Array]:
     """Mean softmax cross-entropy of a batch, with dropout.
 
@@ -173,20 +297,23 @@ def loss_fn(
         images: ``float32 (B, 28, 28, 1)`` in the model scale.
         labels: ``int (B,)`` class labels.
         key: Dropout key.
+        network: Registry name of the network (:data:`FEATURE_NETWORKS`).
 
     Returns:
         ``(loss, accuracy)`` scalars.
     """
-    _, logits = LeNet().apply(params, images, train=True, rngs={"dropout": key})
+    module = feature_network(network).module()
+    _, logits = module.apply(params, images, train=True, rngs={"dropout": key})
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     return loss, (logits.argmax(-1) == labels).mean()
 
 
-def classifier_loss(max_shift: int = 2) -> LossFn:
+def classifier_loss(max_shift: int = 2, network: str = DEFAULT_FEATURES) -> LossFn:
     """The training loss in the trainer's form: ``loss_fn(params, batch, key)``.
 
     Args:
         max_shift: Maximum random shift (pixels, each axis) for augmentation; 0 disables it.
+        network: Registry name of the network (:data:`FEATURE_NETWORKS`).
 
     Returns:
         ``loss_fn(params, (images_u8 (B, 28, 28), labels (B,)), key) -> (loss,
@@ -200,7 +327,8 @@ def classifier_loss(max_shift: int = 2) -> LossFn:
         k_aug, k_drop = jax.random.split(key)
         shift_keys = jax.random.split(k_aug, images.shape[0])
         images = jax.vmap(_shift_one, in_axes=(0, 0, None))(images, shift_keys, max_shift)
-        value, acc = loss_fn(params, normalize(images), labels.astype(jnp.int32), k_drop)
+        labels = labels.astype(jnp.int32)
+        value, acc = loss_fn(params, normalize(images), labels, k_drop, network)
         return value, {"accuracy": acc}
 
     return loss
@@ -212,7 +340,10 @@ def _labelled_batch(data: tuple[jax.Array, jax.Array], idx: jax.Array):
 
 
 def make_train_epoch(
-    tx: optax.GradientTransformation, batch_size: int = 128, max_shift: int = 2
+    tx: optax.GradientTransformation,
+    batch_size: int = 128,
+    max_shift: int = 2,
+    network: str = DEFAULT_FEATURES,
 ) -> Callable[[TrainState, jax.Array, jax.Array, jax.Array], tuple[TrainState, dict]]:
     """Build the function that trains one epoch: one jitted scan of the shared trainer.
 
@@ -223,6 +354,7 @@ def make_train_epoch(
         tx: Optimiser.
         batch_size: Batch size; the last partial batch is dropped.
         max_shift: Maximum random shift (pixels, each axis) for augmentation; 0 disables it.
+        network: Registry name of the network (:data:`FEATURE_NETWORKS`).
 
     Returns:
         ``train_epoch(state, images_u8 (N, 28, 28), labels (N,), key) -> (state, metrics)``
@@ -230,7 +362,7 @@ def make_train_epoch(
         The epoch's permutation uses ``fold_in(key, 0)``; step ``s`` uses
         ``fold_in(fold_in(key, 1), s)``.
     """
-    step = make_train_step(classifier_loss(max_shift), tx)
+    step = make_train_step(classifier_loss(max_shift, network), tx)
     run_steps = make_run_steps(step, get_batch=_labelled_batch, donate=False)
 
     def train_epoch(state, images_u8, labels, key):
@@ -255,8 +387,9 @@ def train_classifier(
     batch_size: int = 128,
     max_shift: int = 2,
     log: Callable[[dict], None] | None = None,
+    network: str = DEFAULT_FEATURES,
 ) -> TrainState:
-    """Train the feature network from scratch (the recipe of the shipped asset).
+    """Train a feature network from scratch (the recipe of the shipped assets).
 
     Keys: ``key = jax.random.key(seed)``; the parameters start from ``fold_in(key, 0)`` and
     epoch ``e`` (1-based) runs :func:`make_train_epoch` with ``fold_in(key, e)``.
@@ -270,6 +403,7 @@ def train_classifier(
         batch_size: Images per step.
         max_shift: Augmentation shift (pixels).
         log: Called after each epoch with ``{"loss", "accuracy", "epoch", "seconds"}``.
+        network: Registry name of the network (:data:`FEATURE_NETWORKS`).
 
     Returns:
         The final :class:`jaxdiff.train.TrainState`.
@@ -279,8 +413,8 @@ def train_classifier(
     images, labels = jnp.asarray(images), jnp.asarray(labels)
     tx = make_classifier_optimizer(lr, epochs * (images.shape[0] // batch_size))
     key = jax.random.key(seed)
-    state = init_state(jax.random.fold_in(key, 0), tx)
-    train_epoch = make_train_epoch(tx, batch_size, max_shift)
+    state = init_state(jax.random.fold_in(key, 0), tx, network)
+    train_epoch = make_train_epoch(tx, batch_size, max_shift, network)
     t0 = time.time()
     for epoch in range(1, epochs + 1):
         state, m = train_epoch(state, images, labels, jax.random.fold_in(key, epoch))
@@ -290,9 +424,9 @@ def train_classifier(
     return state
 
 
-@jax.jit
-def _apply(params: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    feats, logits = LeNet().apply(params, x)
+@functools.partial(jax.jit, static_argnames="network")
+def _apply(params: Any, x: jax.Array, network: str) -> tuple[jax.Array, jax.Array]:
+    feats, logits = feature_network(network).module().apply(params, x)
     return feats, jax.nn.softmax(logits, axis=-1)
 
 
@@ -310,17 +444,22 @@ def _check_images(x: Any) -> np.ndarray:
     return x
 
 
-def apply_batched(params: Any, x: Any, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+def apply_batched(
+    params: Any, x: Any, batch_size: int = 1000, network: str = DEFAULT_FEATURES
+) -> tuple[np.ndarray, np.ndarray]:
     """Run the classifier over ``x`` in fixed-size chunks (one compilation).
 
     Args:
         params: Classifier parameters.
         x: Images ``(N, 28, 28, 1)`` or ``(N, 28, 28)`` in the model scale.
         batch_size: Chunk size; the last chunk is padded, so only one shape is compiled.
+        network: Registry name of the network the parameters belong to.
 
     Returns:
-        ``(features float32 (N, 128), probabilities float32 (N, 10))`` as numpy arrays.
+        ``(features float32 (N, feature_dim), probabilities float32 (N, 10))`` as numpy
+        arrays (``feature_dim`` is 128 for both registered networks).
     """
+    spec = feature_network(network)
     x = _check_images(x)
     n = x.shape[0]
     feats, probs = [], []
@@ -329,15 +468,24 @@ def apply_batched(params: Any, x: Any, batch_size: int = 1000) -> tuple[np.ndarr
         m = chunk.shape[0]
         if m < batch_size and n > batch_size:
             chunk = np.concatenate([chunk, np.zeros((batch_size - m, 28, 28, 1), np.float32)])
-        f, p = _apply(params, jnp.asarray(chunk))
+        f, p = _apply(params, jnp.asarray(chunk), network=spec.name)
         feats.append(np.asarray(f)[:m])
         probs.append(np.asarray(p)[:m])
     if not feats:
-        return np.zeros((0, FEATURE_DIM), np.float32), np.zeros((0, NUM_CLASSES), np.float32)
+        return (
+            np.zeros((0, spec.feature_dim), np.float32),
+            np.zeros((0, NUM_CLASSES), np.float32),
+        )
     return np.concatenate(feats), np.concatenate(probs)
 
 
-def accuracy(params: Any, images: Any, labels: Any, batch_size: int = 1000) -> float:
+def accuracy(
+    params: Any,
+    images: Any,
+    labels: Any,
+    batch_size: int = 1000,
+    network: str = DEFAULT_FEATURES,
+) -> float:
     """Top-1 accuracy of the classifier.
 
     Args:
@@ -345,11 +493,12 @@ def accuracy(params: Any, images: Any, labels: Any, batch_size: int = 1000) -> f
         images: ``(N, 28, 28, 1)`` model-scale images.
         labels: ``(N,)`` integer labels.
         batch_size: Chunk size.
+        network: Registry name of the network the parameters belong to.
 
     Returns:
         Fraction of correctly classified images.
     """
-    _, probs = apply_batched(params, images, batch_size)
+    _, probs = apply_batched(params, images, batch_size, network)
     return float((probs.argmax(-1) == np.asarray(labels)).mean())
 
 
@@ -365,19 +514,30 @@ def sha256_file(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def save_classifier(params: Any, card: dict, path: str | Path = DEFAULT_PARAMS) -> dict:
+def save_classifier(
+    params: Any,
+    card: dict,
+    path: str | Path | None = None,
+    network: str = DEFAULT_FEATURES,
+) -> dict:
     """Write parameters as Flax msgpack and a JSON card with their sha256 beside them.
+
+    Both files are written atomically (a temporary file, then a rename).
 
     Args:
         params: Classifier parameters.
-        card: Metadata (accuracy, training command, ...); ``sha256``, ``architecture``,
-            ``feature_layer`` and ``params_file`` are filled in.
-        path: Destination ``.msgpack``; the card goes to the same stem with ``.json``.
+        card: Metadata (accuracy, training command, ...); ``sha256``, ``network``,
+            ``feature_dim``, ``architecture``, ``feature_layer`` and ``params_file`` are
+            filled in.
+        path: Destination ``.msgpack`` (default: the network's shipped file); the card goes to
+            the same stem with ``.json``.
+        network: Registry name of the network the parameters belong to.
 
     Returns:
         The card as written.
     """
-    path = Path(path)
+    spec = feature_network(network)
+    path = spec.params_file if path is None else Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     params = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params)
     atomic_write(path, flax.serialization.to_bytes(params))
@@ -386,83 +546,108 @@ def save_classifier(params: Any, card: dict, path: str | Path = DEFAULT_PARAMS) 
         params_file=path.name,
         sha256=sha256_file(path),
         num_params=int(sum(np.size(a) for a in jax.tree_util.tree_leaves(params))),
-        architecture=(
-            "conv5x5-32 relu avgpool2 | conv3x3-64 relu avgpool2 | conv3x3-64 relu avgpool2 | "
-            "flatten 576 | dense 128 relu (features) | dropout 0.3 | dense 10"
-        ),
-        feature_layer="dense 128 after ReLU (penultimate layer)",
+        network=spec.name,
+        feature_dim=spec.feature_dim,
+        architecture=spec.architecture,
+        feature_layer=spec.feature_layer,
         input="float32 (B, 28, 28, 1), x / 255 - 0.5 in [-0.5, 0.5]",
     )
     atomic_write(path.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
     return card
 
 
-def load_classifier(path: str | Path | None = None) -> Classifier:
-    """Load the feature network, verifying its sha256 against its JSON card.
+def load_classifier(path: str | Path | None = None, network: str | None = None) -> Classifier:
+    """Load a feature network, verifying its sha256 against its JSON card.
 
     Args:
-        path: A ``.msgpack`` written by :func:`save_classifier`; default: the shipped one.
+        path: A ``.msgpack`` written by :func:`save_classifier`; default: the shipped file of
+            ``network``.
+        network: Registry name (:data:`FEATURE_NETWORKS`); default: the card's ``network``
+            (cards without one are LeNet's), or ``"lenet"`` when ``path`` is not given either.
 
     Returns:
-        A :class:`Classifier` (params and card).
+        A :class:`Classifier` (params, card and network name).
 
     Raises:
+        ValueError: If ``network`` is not registered (the message lists the choices), or the
+            file holds parameters of another network.
         FileNotFoundError: If the parameter file or its card is missing.
         ClassifierChecksumError: If the file's sha256 differs from the card's.
     """
-    path = DEFAULT_PARAMS if path is None else Path(path)
+    if network is not None:
+        feature_network(network)  # an unknown name fails before any file is read
+    if path is None:
+        path = feature_network(network or DEFAULT_FEATURES).params_file
+    path = Path(path)
     card_path = path.with_suffix(".json")
     for p in (path, card_path):
         if not p.is_file():
             raise FileNotFoundError(
                 f"classifier file {p} is missing; reinstall jaxdiff or retrain it with "
-                "`python experiments/train_classifier.py --out {path}`."
+                f"`python experiments/train_classifier.py --arch {network or DEFAULT_FEATURES} "
+                f"--out {path}`."
             )
     card = json.loads(card_path.read_text())
+    recorded = card.get("network", DEFAULT_FEATURES)
+    name = recorded if network is None else network
+    if recorded != name:
+        raise ValueError(
+            f"{card_path} describes a {recorded!r} network, not {name!r}; pass "
+            f"network={recorded!r} or the {name!r} file."
+        )
+    spec = feature_network(name)
     got = sha256_file(path)
     if got != card.get("sha256"):
         raise ClassifierChecksumError(
             f"classifier parameters {path} have sha256 {got}, but {card_path.name} records "
             f"{card.get('sha256')}: the file is corrupted or was replaced. Reinstall jaxdiff "
-            "or retrain with `python experiments/train_classifier.py`."
+            f"or retrain with `python experiments/train_classifier.py --arch {name}`."
         )
-    template = jax.eval_shape(LeNet().init, jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    zeros = jnp.zeros((1, 28, 28, 1))
+    template = jax.eval_shape(spec.module().init, jax.random.key(0), zeros)
     try:
         params = flax.serialization.from_bytes(template, path.read_bytes())
         shapes_ok = jax.tree_util.tree_all(
             jax.tree_util.tree_map(lambda t, p: t.shape == np.shape(p), template, params)
         )
     except (ValueError, TypeError, KeyError) as err:
-        raise ValueError(f"{path} does not hold LeNet parameters ({err}).") from err
+        raise ValueError(f"{path} does not hold {name} parameters ({err}).") from err
     if not shapes_ok:
-        raise ValueError(f"{path} holds parameters of other shapes than LeNet's.")
+        raise ValueError(f"{path} holds parameters of other shapes than {name}'s.")
     params = jax.tree_util.tree_map(jnp.asarray, params)
-    return Classifier(params, card)
+    return Classifier(params, card, name)
 
 
-@functools.lru_cache(maxsize=1)
-def default_classifier() -> Classifier:
-    """Return the shipped classifier, loaded (and checksum-verified) once per process.
+@functools.cache
+def default_classifier(network: str = DEFAULT_FEATURES) -> Classifier:
+    """Return a shipped feature network, loaded (and checksum-verified) once per process.
+
+    Args:
+        network: Registry name (:data:`FEATURE_NETWORKS`); default the LeNet.
 
     Returns:
-        The shipped :class:`Classifier`.
+        The shipped :class:`Classifier` of that name.
+
+    Raises:
+        ValueError: If ``network`` is not registered (the message lists the choices).
+        ClassifierChecksumError: If the shipped file's sha256 differs from its card's.
     """
-    return load_classifier()
+    return load_classifier(network=network)
 
 
 def features(x: Any, classifier: Classifier | None = None, batch_size: int = 1000) -> np.ndarray:
-    """Penultimate-layer (128-d) features of images.
+    """Penultimate-layer features of images.
 
     Args:
         x: Images ``(N, 28, 28, 1)`` (or ``(N, 28, 28)``) in the model scale.
-        classifier: Feature network; default: the shipped one.
+        classifier: Feature network; default: the shipped LeNet.
         batch_size: Chunk size.
 
     Returns:
-        ``float32 (N, 128)``.
+        ``float32 (N, feature_dim)`` (128 for both registered networks).
     """
     clf = default_classifier() if classifier is None else classifier
-    return apply_batched(clf.params, x, batch_size)[0]
+    return apply_batched(clf.params, x, batch_size, clf.network)[0]
 
 
 def predict_proba(
@@ -472,11 +657,11 @@ def predict_proba(
 
     Args:
         x: Images ``(N, 28, 28, 1)`` (or ``(N, 28, 28)``) in the model scale.
-        classifier: Feature network; default: the shipped one.
+        classifier: Feature network; default: the shipped LeNet.
         batch_size: Chunk size.
 
     Returns:
         ``float32 (N, 10)``, rows summing to one.
     """
     clf = default_classifier() if classifier is None else classifier
-    return apply_batched(clf.params, x, batch_size)[1]
+    return apply_batched(clf.params, x, batch_size, clf.network)[1]

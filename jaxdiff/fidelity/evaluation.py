@@ -4,8 +4,9 @@ Protocol (see ``docs/evaluation.md``), for ``N`` generated samples in the model 
 
 - samples are clipped to [-0.5, 0.5] first (as any display of them is; ``clip=False`` to
   evaluate raw values); the fraction of pixels that were outside is reported;
-- features and class probabilities come from the shipped classifier
-  (:mod:`jaxdiff.fidelity.classifier`, 128-d penultimate layer);
+- features and class probabilities come from a shipped classifier
+  (:mod:`jaxdiff.fidelity.classifier`, 128-d penultimate layer; the LeNet unless a
+  ``classifier`` is passed, e.g. ``default_classifier("mlp")``);
 - **FD**: the generated features' Gaussian vs the Gaussian of *all* training images
   (60,000), with a bootstrap interval over the generated set;
 - **KID**, **precision/recall**: against ``n_ref`` (default ``N``) training images drawn with
@@ -174,7 +175,8 @@ def score_samples(samples: Any, reference: Reference, clip: bool = True) -> Samp
     out = float(np.mean((x < -0.5) | (x > 0.5)))
     if clip:
         x = np.clip(x, -0.5, 0.5)
-    feats, probs = C.apply_batched(reference.classifier.params, x)
+    clf = reference.classifier
+    feats, probs = C.apply_batched(clf.params, x, network=clf.network)
     dist, idx = M.nn_distances(x, reference.train_images)
     return SampleScores(x, feats, probs, dist, idx, out)
 
@@ -299,7 +301,8 @@ def evaluate_samples(
         "kid_kernel": "(x.y/d + 1)^3, unbiased MMD^2",
         "classifier_sha256": reference.classifier.card.get("sha256"),
         "classifier_test_accuracy": reference.classifier.card.get("test_accuracy"),
-        "features": "classifier penultimate layer (128-d)",
+        "features": f"classifier penultimate layer ({reference.mu.shape[0]}-d)",
+        "feature_network": reference.classifier.network,
     }
     out["seconds"] = round(time.time() - t0, 2)
     return out
@@ -447,6 +450,7 @@ def calibrate(
     n_boot: int = 200,
     extra: dict[str, Any] | None = None,
     log: Callable[[str, dict], None] | None = None,
+    classifier: C.Classifier | None = None,
 ) -> dict[str, dict]:
     """Score known image sets under one protocol: the scale on which FD and KID are read.
 
@@ -465,12 +469,15 @@ def calibrate(
         n_boot: Bootstrap resamples of each confidence interval.
         extra: More named image sets, evaluated after the built-in ones.
         log: Called as ``log(name, metrics)`` after each set.
+        classifier: Feature network; default the shipped LeNet.
 
     Returns:
         ``{set name: metrics}`` in evaluation order.
     """
     key = jax.random.key(seed)
-    ref = prepare_reference(train, test, jax.random.fold_in(key, 0), n=n, n_boot=n_boot)
+    ref = prepare_reference(
+        train, test, jax.random.fold_in(key, 0), n=n, n_boot=n_boot, classifier=classifier
+    )
     sets = calibration_sets(train, test, test_labels, jax.random.fold_in(key, 1), n=n)
     sets.update(extra or {})
     rows = {}

@@ -25,8 +25,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MPLBACKEND=Agg \
     JAXDIFF_DATA_DIR=/data
 
-# g++ compiles jaxdiff's oneDNN convolution kernels on first use (jaxdiff.onednn); without
-# it conv_impl "auto" falls back to XLA's own convolution for the small kernels.
+# g++ compiles jaxdiff's oneDNN convolution kernels (jaxdiff.kernels.build(), which
+# scripts/install.sh calls); without it conv_impl "auto" runs the pure-JAX path (one warning).
 RUN apt-get update && apt-get install -y --no-install-recommends g++ \
     && rm -rf /var/lib/apt/lists/*
 

@@ -12,8 +12,7 @@ round, after a short pause, and prints the median throughput. A configuration is
 ``S`` scanned training steps of batch 128, the default; ``sample``: the ancestral sampler over
 ``S`` steps, reported per 100 steps), ``S`` (default 10), ``env`` (extra environment) and
 ``ablate`` (``"layernorm"``: the blocks' LayerNorm + GELU replaced by the identity, to measure
-their share of a step, not a model anyone trains; ``"xla-layernorm"``: XLA's LayerNorm + GELU
-instead of the native kernel on the oneDNN paths).
+their share of a step, not a model anyone trains).
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ WORKER = r"""
 import sys, time, numpy as np, jax, jax.numpy as jnp
 from jaxdiff.app.allocator import configure_cpu_allocator
 from jaxdiff.config import ModelConfig, TrainConfig
+from jaxdiff.kernels import prepare
 from jaxdiff.losses import ddpm_loss
 from jaxdiff.models import build_model
 from jaxdiff.sampling import ddpm_sample
@@ -38,13 +38,10 @@ from jaxdiff.train import init_train_state, make_optimizer, make_run_steps, make
 
 configure_cpu_allocator()
 prec, impl, what, S, ablate = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+prepare(impl)  # the native kernels, built before anything is traced (as the drivers)
 import jaxdiff.models.layers as layers
 if ablate == "layernorm":  # no LayerNorm + GELU at all
     layers.layer_norm_gelu = lambda x, s, b, axes, eps: x
-    layers.layer_norm_gelu_native = lambda x, s, b, eps: x
-elif ablate == "xla-layernorm":  # XLA's fused LayerNorm + GELU where the native one would run
-    xla_ln = layers.layer_norm_gelu
-    layers.layer_norm_gelu_native = lambda x, s, b, eps: xla_ln(x, s, b, (1, 2), eps)
 b = 128
 images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2048, 28, 28), dtype=np.uint8))
 model = build_model(ModelConfig(precision=prec, conv_impl=impl))

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff import ops
+from jaxdiff import kernels
 
 # (height, c_in, c_out, kernel)
 LAYERS = [
@@ -56,7 +56,7 @@ def main(argv=None) -> None:
         w = jnp.asarray(rng.standard_normal((k, k, cin, cout)) * 0.1, jnp.float32)
         g = jnp.asarray(rng.standard_normal((args.batch, h, h, cout)), jnp.float32)
         for impl in (ref, alt):
-            conv = ops.get_conv(impl)
+            conv = kernels.get_conv(impl)
             fwd = jax.jit(conv)
             both = jax.jit(lambda x, w, g, conv=conv: jax.vjp(conv, x, w)[1](g))
             cases[(h, cin, cout, k, impl, "fwd")] = (fwd, (x, w))

@@ -2,16 +2,26 @@
 
 On XLA:CPU the convolution gradients JAX derives run much slower in a loop body than
 outside one (jax-ml/jax#12868). ``--impl xla`` uses them; ``--impl fast`` routes the UNet's
-3x3/1x1 convolutions to ``jaxdiff.ops.conv2d_loopsafe``, whose gradient avoids them.
+3x3/1x1 convolutions to ``jaxdiff.kernels.conv.conv2d_loopsafe``, whose gradient avoids them;
+``--impl auto`` (what the drivers use) adds oneDNN through the XLA FFI where the native kernels
+build (they are built first, as the drivers do). XLA's own alternatives are switched on with
+``XLA_FLAGS`` (the measurement behind :mod:`jaxdiff.kernels`, ``docs/benchmarks.md``).
 
 Example:
-    python benchmarks/scan_train_step.py --impl xla
-    python benchmarks/scan_train_step.py --impl fast
+    python benchmarks/scan_train_step.py --impl xla --precision fp32
+    python benchmarks/scan_train_step.py --impl auto --precision fp32
+    XLA_FLAGS=--xla_cpu_experimental_onednn_custom_call=true \
+        python benchmarks/scan_train_step.py --impl xla --precision fp32
+    XLA_FLAGS="--xla_cpu_experimental_onednn_custom_call=true --xla_cpu_use_onednn=true" \
+        python benchmarks/scan_train_step.py --impl xla --precision fp32
+    XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution \
+        python benchmarks/scan_train_step.py --impl xla --precision fp32
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import jax
@@ -20,6 +30,7 @@ import numpy as np
 
 from jaxdiff.app.runner import build, init_params
 from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
+from jaxdiff.kernels import prepare, resolve_conv_impl
 from jaxdiff.train import epoch_indices, init_train_state, make_run_steps, make_train_step
 
 
@@ -33,6 +44,7 @@ def main() -> None:
     args = p.parse_args()
     hidden = tuple(int(c) for c in args.hidden.split(","))
     b = args.batch
+    prepare(args.impl)
     cfg = Config(
         ModelConfig(name="unet", hidden=hidden, precision=args.precision, conv_impl=args.impl),
         ProcessConfig(),
@@ -51,7 +63,12 @@ def main() -> None:
     state, m = run_steps(state, images, idx, key)
     jax.block_until_ready(m)
     rate = n / (time.perf_counter() - t0)
-    print(f"impl {args.impl} {args.precision} hidden {hidden} batch {b}: {rate:.1f} img/s in scan")
+    impl = f"{args.impl} ({resolve_conv_impl(args.impl)})" if args.impl == "auto" else args.impl
+    flags = os.environ.get("XLA_FLAGS", "")
+    print(
+        f"impl {impl} {args.precision} hidden {hidden} batch {b}"
+        f"{f' XLA_FLAGS={flags!r}' if flags else ''}: {rate:.1f} img/s in scan"
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ class ModelConfig:
         last_kernel_size: CNN final kernel size.
         ln_over_channels: CNN LayerNorm over (C, H, W) instead of the template's (H, W).
         precision: ``"fp32"`` or ``"bf16"`` (bf16 compute, fp32 parameters and accumulation).
-        conv_impl: Convolution implementation name (see :mod:`jaxdiff.ops`).
+        conv_impl: Convolution implementation name (see :mod:`jaxdiff.kernels.registry`).
         attention: UNet: self-attention at the lowest resolution.
         res_blocks: UNet: residual blocks per level on each path (depth).
         norm_fp32: UNet: each GroupNorm + SiLU computed in ``float32`` under ``bf16``

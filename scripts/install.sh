@@ -31,3 +31,6 @@ fi
 echo "[install] ${PYTHON} -m pip install ${reqs[*]}"
 "${PYTHON}" -m pip install "${reqs[@]}"
 "${PYTHON}" -c "import jax, jaxdiff; print('[install] jax', jax.__version__, 'devices:', jax.devices())"
+# The native CPU kernels (oneDNN convolutions), compiled once per machine now rather than by the
+# first run; where they cannot be built this warns why and the pure-JAX path runs instead.
+"${PYTHON}" -c "import jaxdiff.kernels as k; print('[install] native CPU kernels:', 'built' if k.prepare() else 'not used')"

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdiff import ops
+from jaxdiff import kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,7 @@ def test_ddpm_then_sample(tmp_path, data_dir):
         assert (work / name).exists(), name
     # no --conv-impl: "auto", recorded as the path it resolved to for this backend
     saved = json.loads((work / "config.json").read_text())["config"]["model"]["conv_impl"]
-    assert saved == ops.resolve_conv_impl("auto") and saved != "auto"
+    assert saved == kernels.resolve_conv_impl("auto") and saved != "auto"
     rec = json.loads((work / "metrics.jsonl").read_text().splitlines()[0])
     assert rec["step"] == 2 and rec["images_per_s"] > 0 and np.isfinite(rec["loss"])
     r = _run(
@@ -108,7 +108,7 @@ def test_ddpm_then_sample(tmp_path, data_dir):
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["n"] == 20 and m["sampler"] == "ddim" and m["steps"] == 5 and m["clip_x0"] == "wide"
-    assert m["conv_impl"] == ops.resolve_conv_impl("auto")  # sampling defaults to the fast path
+    assert m["conv_impl"] == kernels.resolve_conv_impl("auto")  # sampling defaults to the fast path
     assert m["fd"] > m["floor"]["fd"] and len(m["fd_ci"]) == 2 and m["sample_seconds"] > 0
     for name in ("confident", "unconfident", "nn_closest", "nn_farthest", "per_class"):
         assert (tmp_path / "ev" / f"{name}.png").exists(), name

@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdiff import fused, ops
+from jaxdiff import kernels
 from jaxdiff.app import allocator
 from jaxdiff.config import ModelConfig
+from jaxdiff.kernels import conv, fused, native
 from jaxdiff.models import build_model
 
 # (batch, height, width, c_in, c_out, kernel): the starter's layers plus odd shapes.
@@ -56,8 +57,8 @@ def test_fast_equals_reference_fp32(shape):
     @jax.jit
     def both(x, kernel, cot):
         return (
-            _value_and_grads(ops.conv2d_reference, x, kernel, cot, jnp.float32),
-            _value_and_grads(ops.conv2d_fourier, x, kernel, cot, jnp.float32),
+            _value_and_grads(conv.conv2d_reference, x, kernel, cot, jnp.float32),
+            _value_and_grads(conv.conv2d_fourier, x, kernel, cot, jnp.float32),
         )
 
     (y_ref, (gx_ref, gk_ref)), (y, (gx, gk)) = both(x, kernel, cot)
@@ -76,14 +77,14 @@ def test_fast_equals_reference_bf16(shape):
     @jax.jit
     def three(x, kernel, xr, kr, cot):
         return (
-            _value_and_grads(ops.conv2d_reference, xr, kr, cot, jnp.float32),
-            _value_and_grads(ops.conv2d_fourier, x, kernel, cot, jnp.bfloat16),
-            _value_and_grads(ops.conv2d_reference, x, kernel, cot, jnp.bfloat16),
+            _value_and_grads(conv.conv2d_reference, xr, kr, cot, jnp.float32),
+            _value_and_grads(conv.conv2d_fourier, x, kernel, cot, jnp.bfloat16),
+            _value_and_grads(conv.conv2d_reference, x, kernel, cot, jnp.bfloat16),
         )
 
     (y32, (gx32, gk32)), (y, (gx, gk)), (y_ref, (gx_ref, gk_ref)) = three(x, kernel, xr, kr, cot)
     out_dtype = jax.eval_shape(
-        ops.conv2d_fourier, x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
+        conv.conv2d_fourier, x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
     ).dtype
     assert out_dtype == jnp.bfloat16
     for ours, ref, truth in ((y, y_ref, y32), (gx, gx_ref, gx32), (gk, gk_ref, gk32)):
@@ -98,12 +99,12 @@ def test_hwbc_entry_equals_reference_with_grads(k):
     x, kernel, cot = _inputs(2, 12, 11, 3, 4, k)
 
     def hwbc(x, kernel):
-        return ops.conv2d_fourier_hwbc(x.transpose(1, 2, 0, 3), kernel).transpose(2, 0, 1, 3)
+        return conv.conv2d_fourier_hwbc(x.transpose(1, 2, 0, 3), kernel).transpose(2, 0, 1, 3)
 
     @jax.jit
     def both(x, kernel, cot):
         return (
-            _value_and_grads(ops.conv2d_reference, x, kernel, cot, jnp.float32),
+            _value_and_grads(conv.conv2d_reference, x, kernel, cot, jnp.float32),
             _value_and_grads(hwbc, x, kernel, cot, jnp.float32),
         )
 
@@ -117,13 +118,13 @@ def test_hwbc_entry_equals_reference_with_grads(k):
 def test_chunking_is_exact(chunk):
     # 40 images: 2 chunks of 16 plus a remainder of 8; 5 chunks of 8.
     x, kernel, cot = _inputs(40, 14, 14, 3, 5, 7, seed=2)
-    conv = partial(ops.conv2d_fourier, chunk=chunk)
+    chunked = partial(conv.conv2d_fourier, chunk=chunk)
 
     @jax.jit
     def both(x, kernel, cot):
         return (
-            _value_and_grads(ops.conv2d_reference, x, kernel, cot, jnp.float32),
-            _value_and_grads(conv, x, kernel, cot, jnp.float32),
+            _value_and_grads(conv.conv2d_reference, x, kernel, cot, jnp.float32),
+            _value_and_grads(chunked, x, kernel, cot, jnp.float32),
         )
 
     (y_ref, g_ref), (y, g) = both(x, kernel, cot)
@@ -134,7 +135,7 @@ def test_chunking_is_exact(chunk):
 
 def test_one_by_one_kernel():
     x, kernel, _ = _inputs(3, 6, 5, 4, 2, 1)
-    y, y_ref = jax.jit(lambda x, k: (ops.conv2d_fourier(x, k), ops.conv2d_reference(x, k)))(
+    y, y_ref = jax.jit(lambda x, k: (conv.conv2d_fourier(x, k), conv.conv2d_reference(x, k)))(
         x, kernel
     )
     np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-6)
@@ -143,21 +144,21 @@ def test_one_by_one_kernel():
 def test_fast_rejects_bad_shapes():
     x = jnp.zeros((2, 8, 8, 3))
     with pytest.raises(ValueError, match="odd"):
-        ops.conv2d_fourier(x, jnp.zeros((4, 4, 3, 2)))
+        conv.conv2d_fourier(x, jnp.zeros((4, 4, 3, 2)))
     with pytest.raises(ValueError, match="channels"):
-        ops.conv2d_fourier(x, jnp.zeros((3, 3, 5, 2)))
+        conv.conv2d_fourier(x, jnp.zeros((3, 3, 5, 2)))
     with pytest.raises(ValueError, match="4-D"):
-        ops.conv2d_fourier(jnp.zeros((8, 8, 3)), jnp.zeros((3, 3, 3, 2)))
+        conv.conv2d_fourier(jnp.zeros((8, 8, 3)), jnp.zeros((3, 3, 3, 2)))
     with pytest.raises(ValueError, match="chunk"):
-        ops.conv2d_fourier(x, jnp.zeros((3, 3, 3, 2)), chunk=0)
+        conv.conv2d_fourier(x, jnp.zeros((3, 3, 3, 2)), chunk=0)
 
 
 def test_registry():
-    assert ops.get_conv("xla") is ops.conv2d_reference
-    assert ops.get_conv("fast") is ops.conv2d_fourier
-    assert {"xla", "fast"} <= set(ops.available_convs())
+    assert kernels.get_conv("xla") is conv.conv2d_reference
+    assert kernels.get_conv("fast") is conv.conv2d_fourier
+    assert {"xla", "fast"} <= set(kernels.available_convs())
     with pytest.raises(ValueError, match="known"):
-        ops.get_conv("nope")
+        kernels.get_conv("nope")
 
 
 def _cnn_setup(precision):
@@ -290,7 +291,7 @@ def test_gelu_erf_equals_jax_gelu():
 
 @pytest.mark.parametrize("k, cin, cout", [(3, 4, 8), (1, 8, 4), (3, 16, 1)])
 def test_loopsafe_conv_matches_reference_in_a_scan(k, cin, cout):
-    from jaxdiff.ops import conv2d_loopsafe, conv2d_reference
+    from jaxdiff.kernels.conv import conv2d_loopsafe, conv2d_reference
 
     kx, kk, kg = jax.random.split(jax.random.PRNGKey(k * cin + cout), 3)
     x = jax.random.normal(kx, (3, 12, 12, cin))
@@ -317,28 +318,26 @@ def test_loopsafe_conv_matches_reference_in_a_scan(k, cin, cout):
 
 
 def test_auto_resolves_per_backend_and_rejects_unknown_names():
-    from jaxdiff import onednn
-
-    if not onednn.available():
+    if not native.available():
         expected = "fast"
-    elif onednn.has_isa("avx512_core_amx"):
+    elif native.has_isa("avx512_core_amx"):
         expected = "onednn"
     else:
         expected = "fast-onednn"
-    assert ops.resolve_conv_impl("auto", "cpu") == expected
-    assert ops.resolve_conv_impl("auto", "gpu") == "xla"
-    assert ops.resolve_conv_impl("auto", "tpu") == "xla"
-    assert ops.resolve_conv_impl("loopsafe", "gpu") == "loopsafe"  # explicit names stay
-    assert ops.get_conv("auto") is ops.get_conv(ops.resolve_conv_impl("auto"))
-    assert "auto" in ops.available_convs()
+    assert kernels.resolve_conv_impl("auto", "cpu") == expected
+    assert kernels.resolve_conv_impl("auto", "gpu") == "xla"
+    assert kernels.resolve_conv_impl("auto", "tpu") == "xla"
+    assert kernels.resolve_conv_impl("loopsafe", "gpu") == "loopsafe"  # explicit names stay
+    assert kernels.get_conv("auto") is kernels.get_conv(kernels.resolve_conv_impl("auto"))
+    assert "auto" in kernels.available_convs()
     with pytest.raises(ValueError, match=r"unknown conv impl 'fft'; choose from \['auto'"):
-        ops.get_conv("fft")
+        kernels.get_conv("fft")
 
 
 @pytest.mark.parametrize("k", [5, 3])
 def test_fast_sends_small_kernels_to_the_loopsafe_path(k):
     x, kernel, _ = _inputs(2, 10, 10, 1, 4, k)
-    jaxpr = str(jax.make_jaxpr(ops.conv2d_fourier)(x, kernel))
+    jaxpr = str(jax.make_jaxpr(conv.conv2d_fourier)(x, kernel))
     assert "conv_general_dilated" in jaxpr and "dot_general" not in jaxpr
     x7, kernel7, _ = _inputs(2, 10, 10, 1, 4, 7)
-    assert "conv_general_dilated" not in str(jax.make_jaxpr(ops.conv2d_fourier)(x7, kernel7))
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(conv.conv2d_fourier)(x7, kernel7))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
-from jaxdiff.ops import resolve_conv_impl
+from jaxdiff.kernels import resolve_conv_impl
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "report"))  # the report builder lives beside the report
@@ -547,7 +547,7 @@ def test_config_diff_reads_a_setting_a_config_predates_as_its_default():
 
 def _other_conv() -> str:
     """A convolution other than the one ``--conv-impl auto`` resolves to here."""
-    from jaxdiff.ops import available_convs
+    from jaxdiff.kernels import available_convs
 
     return next(c for c in available_convs() if c not in ("auto", CONV))
 

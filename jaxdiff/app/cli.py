@@ -305,10 +305,11 @@ def config_from_args(
         parser.error(
             "--attention, --res-blocks and --no-norm-fp32 shape the UNet; add --model unet"
         )
-    from jaxdiff.ops import available_convs, resolve_conv_impl
+    from jaxdiff.kernels import available_convs, prepare, resolve_conv_impl
 
     if args.conv_impl not in available_convs():
         parser.error(f"--conv-impl {args.conv_impl!r} unknown; choose from {available_convs()}")
+    prepare(args.conv_impl)  # builds the native kernels now, announced, where they may run
     model = ModelConfig(
         name=args.model,
         hidden=hidden,
@@ -497,12 +498,14 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
     import jax
 
     from jaxdiff.app.runner import default_sampler, generate, load_run
+    from jaxdiff.kernels import prepare
 
     weights = getattr(args, "weights", "ema")
     clip_x0 = getattr(args, "clip_x0", None) or False
     conv_impl = getattr(args, "conv_impl", RECORDED)
     conv_impl = None if conv_impl == RECORDED else conv_impl
     tune_process()
+    prepare(conv_impl)  # the native kernels, built now where they may run (not mid-trace)
     cfg, pieces, params, meta = load_run(args.checkpoint, args.epoch, weights, conv_impl)
     sampler = args.sampler or default_sampler(cfg)
     start = None

@@ -28,9 +28,9 @@ from jaxdiff.app import plotting
 from jaxdiff.app.parallel import data_mesh, shardings
 from jaxdiff.config import Config
 from jaxdiff.data import FILES, load_mnist
+from jaxdiff.kernels import resolve_conv_impl
 from jaxdiff.losses import LossFn, cold_loss, ddpm_loss
 from jaxdiff.models import build_model
-from jaxdiff.ops import resolve_conv_impl
 from jaxdiff.paths import atomic_json, atomic_npy, atomic_write, check_readable_dir
 from jaxdiff.sampling import CLIP_RANGES, ddim_sample, ddpm_sample, dpmpp_sample, eps_model
 from jaxdiff.schedules import Schedule, make_schedule
@@ -657,8 +657,11 @@ def load_run(
         weights: ``"ema"`` (the EMA parameters, the default) or ``"raw"`` (the optimizer's
             current parameters; checkpoints only — exported folders hold the EMA ones).
         conv_impl: Convolution implementation to sample with (``"auto"`` or a name in
-            :func:`jaxdiff.ops.available_convs`; all are tested equal to XLA's); ``None``
-            keeps the one the run recorded. The returned ``cfg`` names the one in use.
+            :func:`jaxdiff.kernels.available_convs`; all are tested equal to XLA's); ``None``
+            keeps the one the run recorded where it runs here, else its pure-JAX fallback
+            (one :class:`jaxdiff.kernels.KernelFallbackWarning`; e.g. ``onednn`` recorded
+            where the native kernels are not built). The returned ``cfg`` names the one in
+            use.
 
     Returns:
         ``(cfg, pieces, params, meta)``.
@@ -672,8 +675,10 @@ def load_run(
     impl = None if conv_impl is None else resolve_conv_impl(conv_impl)
 
     def build_with_impl(cfg: Config) -> tuple[Config, Pieces]:
-        if impl is not None:
-            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, conv_impl=impl))
+        recorded = cfg.model.conv_impl  # "auto" resolves when traced; a name falls back here
+        use = impl or (recorded if recorded == "auto" else resolve_conv_impl(recorded))
+        if use != cfg.model.conv_impl:
+            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, conv_impl=use))
         return cfg, build(cfg)
 
     path = Path(path)

@@ -74,7 +74,7 @@ class ConvSame(Conv):
     """The classifier's convolution: :class:`jaxdiff.models.layers.Conv` with LeCun init.
 
     A subclass only so that its parameters keep the names the shipped asset uses
-    (``ConvSame_0``, ...); it convolves through :func:`jaxdiff.ops.get_conv` like the
+    (``ConvSame_0``, ...); it convolves through :func:`jaxdiff.kernels.get_conv` like the
     diffusion models (``"auto"``: the fastest tested path for the backend).
     """
 
@@ -99,7 +99,7 @@ class LeNet(nn.Module):
         features_dim: Width of the penultimate (feature) layer.
         num_classes: Number of output classes.
         dropout: Dropout rate applied to the features during training only.
-        conv_impl: Convolution implementation name (see :mod:`jaxdiff.ops`).
+        conv_impl: Convolution implementation name (see :mod:`jaxdiff.kernels.registry`).
     """
 
     features_dim: int = FEATURE_DIM

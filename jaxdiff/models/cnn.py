@@ -50,7 +50,7 @@ class CNN(nn.Module):
         out_channels: Output channels (1 for MNIST).
         ln_over_channels: LayerNorm over (C, H, W) instead of the template's (H, W).
         dtype: Compute dtype (``bfloat16`` for mixed precision); parameters stay ``float32``.
-        conv_impl: Convolution implementation (see :mod:`jaxdiff.ops`).
+        conv_impl: Convolution implementation (see :mod:`jaxdiff.kernels.registry`).
     """
 
     n_hidden: Sequence[int] = (16, 32, 32, 16)

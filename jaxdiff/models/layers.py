@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff.fused import gelu_erf, layer_norm_gelu, layer_norm_gelu_native
-from jaxdiff.ops import get_conv
+from jaxdiff.kernels import get_conv
+from jaxdiff.kernels.fused import gelu_erf, layer_norm_gelu
 
 # PyTorch's default init for Conv2d/Linear: weights and biases ~ U(-1/sqrt(fan_in), +).
 torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -44,7 +44,7 @@ class Conv(nn.Module):
         zero_init: Start kernel and bias at zero (e.g. a residual branch's last layer);
             otherwise the ``init`` scheme.
         impl: ``"auto"`` (the fastest for the backend), ``"xla"`` (reference) or another
-            name registered in :mod:`jaxdiff.ops`.
+            name registered in :mod:`jaxdiff.kernels.registry`.
         init: ``"torch"`` (PyTorch's default, the starter's) or ``"lecun"`` (LeCun-normal
             kernel, zero bias: Flax's default, the fidelity classifier's).
     """
@@ -135,18 +135,12 @@ class PlaneLayerNorm(nn.Module):
         over_channels: Normalise over channels too.
         eps: Variance floor (PyTorch's default 1e-5).
         fuse_gelu: Apply exact GELU after the affine, fused with a hand-written backward
-            (:func:`jaxdiff.fused.layer_norm_gelu`); same parameters, same values.
-        native: With ``fuse_gelu`` and the plane statistics, compute the block with the C++
-            kernel :func:`jaxdiff.fused.layer_norm_gelu_native` (same parameters, the same
-            values up to float rounding). Off by default, and the models leave it off: in a
-            bf16 starter training step on an AMX host it was slower than XLA's fused version
-            (489.8 against 577.3 img/s, ``benchmarks/ab_steps.py``).
+            (:func:`jaxdiff.kernels.fused.layer_norm_gelu`); same parameters, same values.
     """
 
     over_channels: bool = False
     eps: float = 1e-5
     fuse_gelu: bool = False
-    native: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -156,8 +150,6 @@ class PlaneLayerNorm(nn.Module):
         if self.fuse_gelu:
             scale = self.param("scale", nn.initializers.ones, shape)
             bias = self.param("bias", nn.initializers.zeros, shape)
-            if self.native and not self.over_channels:
-                return layer_norm_gelu_native(x, scale, bias, self.eps)
             return layer_norm_gelu(x, scale, bias, axes, self.eps)
         xf = x.astype(jnp.float32)
         mean = xf.mean(axis=axes, keepdims=True)

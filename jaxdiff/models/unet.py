@@ -197,7 +197,7 @@ class UNet(nn.Module):
         attention: Self-attention at the lowest resolution.
         dtype: Compute dtype (``bfloat16`` for mixed precision); parameters stay
             ``float32`` and the output is ``float32``.
-        conv_impl: Convolution implementation (see :mod:`jaxdiff.ops`).
+        conv_impl: Convolution implementation (see :mod:`jaxdiff.kernels.registry`).
         num_groups: GroupNorm groups; must divide every entry of ``hidden``.
         num_res_blocks: Residual blocks per level on each path (down and up).
         norm_fp32: Each GroupNorm + SiLU in ``float32`` (:func:`group_norm_silu`); the

@@ -1,7 +1,9 @@
-"""Convolution kernels behind :class:`jaxdiff.models.layers.Conv`.
+"""The pure-JAX convolutions: XLA's reference, a loop-safe gradient, and the Fourier path.
 
-``"xla"`` is the reference path (XLA's convolution). Faster implementations register here
-under their own names and are tested for equivalence against it.
+``"xla"`` (:func:`conv2d_reference`) is the reference path (XLA's convolution); every other
+implementation (:mod:`jaxdiff.kernels.registry`) is tested for equivalence against it.
+``"loopsafe"`` (:func:`conv2d_loopsafe`) keeps XLA's forward convolution with a gradient that
+stays fast inside ``lax.scan``.
 
 ``"fast"`` (:func:`conv2d_fourier`) computes the same 'SAME' cross-correlation exactly (up to
 float rounding) through the discrete Fourier transform, written entirely as matrix products
@@ -28,15 +30,9 @@ taps by the adjoint of the (tiny) kernel transform. XLA's CPU weight-gradient co
 the bottleneck of the reference path, is not used. Kernels of 5x5 and smaller go to XLA's
 convolution, which is as fast or faster for them.
 
-``"onednn"`` (:mod:`jaxdiff.onednn`) runs oneDNN's convolutions through the XLA FFI, about
-2x faster than XLA's own for the UNet's 3x3 kernels; ``"fast-onednn"`` sends kernels of 5x5
-and smaller there, and larger ones to the Fourier path unless they have few input channels
-(:data:`ONEDNN_MAX_CIN`). On a CPU, ``"auto"`` resolves to ``"onednn"`` where oneDNN has AMX
-(its bf16 convolutions then beat every other path, and its fp32 ones the Fourier path), else
-to ``"fast-onednn"`` (:func:`resolve_conv_impl`).
-
-The starter block's LayerNorm + GELU, fused with a hand-written backward, lives in
-:mod:`jaxdiff.fused`.
+Everything here is pure JAX: it runs on every backend and needs no native build. The oneDNN
+paths are in :mod:`jaxdiff.kernels.onednn`, the starter block's fused LayerNorm + GELU in
+:mod:`jaxdiff.kernels.fused`.
 :func:`jaxdiff.app.allocator.configure_cpu_allocator` (called by the training and sampling
 entry points, never at import) stops glibc from returning XLA's per-step buffers to the OS,
 which otherwise costs a third of a training step in page faults.
@@ -472,13 +468,6 @@ conv2d_loopsafe.defvjp(_loopsafe_fwd, _loopsafe_bwd)
 #: backward against ``loopsafe``).
 SMALL_KERNEL_TAPS = 25
 
-#: ``"fast-onednn"`` sends large kernels with at most this many input channels to oneDNN
-#: too: the Fourier path's transforms of the output channels dominate when there are few
-#: input channels to mix. Measured (7x7, 28x28, batch 128, fp32, AVX2 host; Fourier against
-#: oneDNN, forward / forward + backward, ms): cin 1 -> 16: 8.8 / 29.6 against 1.8 / 16.7;
-#: cin 8: 14.5 / 36.3 against 10.5 / 24.0; cin 16: 17.0 / 47.4 against 18.4 / 56.9.
-ONEDNN_MAX_CIN = 8
-
 #: Images per block of the NHWC Fourier convolution (see :func:`conv2d_fourier`).
 DEFAULT_CHUNK = 16
 
@@ -532,138 +521,3 @@ def conv2d_fourier(x: jax.Array, kernel: jax.Array, chunk: int = DEFAULT_CHUNK) 
     if kernel.shape[0] * kernel.shape[1] <= SMALL_KERNEL_TAPS:
         return conv2d_loopsafe(x, kernel)
     return _fourier_nhwc(x, kernel, chunk)
-
-
-def conv2d_onednn(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """:func:`jaxdiff.onednn.conv2d_onednn` (contract, errors), imported on first use."""
-    from jaxdiff import onednn
-
-    return onednn.conv2d_onednn(x, kernel)
-
-
-def conv2d_fast_onednn(x: jax.Array, kernel: jax.Array, chunk: int = DEFAULT_CHUNK) -> jax.Array:
-    """:func:`conv2d_fourier` with oneDNN for the small kernels: CPU's fastest tested path.
-
-    Kernels of at most :data:`SMALL_KERNEL_TAPS` taps (the UNet's 3x3, the classifier's 5x5)
-    go to :func:`conv2d_onednn`, about 2x faster than XLA's own convolution forward and
-    backward at the UNet's shapes (``benchmarks/conv_layers.py``), and so do larger kernels
-    on at most :data:`ONEDNN_MAX_CIN` input channels (the starter's first 7x7 layer, 1 -> 16:
-    4.9x faster forward, 1.8x forward + backward); the other large ones (the starter's
-    16- and 32-channel 7x7 layers) to the Fourier path, which beats both there.
-
-    Args:
-        x: Input ``(B, H, W, Cin)``, ``float32`` or ``bfloat16``.
-        kernel: Kernel ``(kh, kw, Cin, Cout)``, odd sizes.
-        chunk: Images per block of the Fourier path (positive).
-
-    Returns:
-        Output ``(B, H, W, Cout)`` in ``x.dtype``.
-
-    Raises:
-        ValueError: For wrong ranks, even kernels, mismatched channels or a bad chunk.
-        jaxdiff.onednn.OneDNNUnavailable: For a small kernel where oneDNN cannot run.
-    """
-    _check_shapes(x.shape, kernel.shape, "NHWC")
-    kh, kw, cin, _ = kernel.shape
-    if kh * kw <= SMALL_KERNEL_TAPS or cin <= ONEDNN_MAX_CIN:
-        return conv2d_onednn(x, kernel)
-    return conv2d_fourier(x, kernel, chunk)
-
-
-# --------------------------------------------------------------------------------------
-# Registry.
-
-_CONVS: dict[str, ConvFn] = {
-    "xla": conv2d_reference,
-    "fast": conv2d_fourier,
-    "loopsafe": conv2d_loopsafe,
-    "onednn": conv2d_onednn,
-    "fast-onednn": conv2d_fast_onednn,
-}
-
-#: The name that picks the fastest tested implementation for the backend (the default).
-AUTO = "auto"
-#: What :data:`AUTO` resolves to, per JAX backend. CPU: the Fourier convolution for large
-#: kernels and oneDNN for 5x5 and smaller (``"fast-onednn"``), or, where oneDNN cannot run
-#: (:func:`jaxdiff.onednn.available`), the loop-safe XLA path for the small ones
-#: (``"fast"``); XLA's CPU convolution gradients are 70x slower inside ``lax.scan``
-#: (jax-ml/jax#12868). Other backends (GPU, TPU): XLA's own convolution (cuDNN), where
-#: Fourier-as-matmul is not known to be faster.
-AUTO_BY_BACKEND = {"cpu": "fast-onednn"}
-AUTO_FALLBACK = "xla"
-#: What a choice in :data:`AUTO_BY_BACKEND` falls back to where oneDNN is unavailable.
-ONEDNN_FALLBACK = {"fast-onednn": "fast", "onednn": "loopsafe"}
-#: On a CPU whose oneDNN ISA includes this one, :data:`AUTO` takes ``"onednn"`` for every
-#: kernel: with AMX, oneDNN's direct 7x7 convolutions beat the Fourier path, 1.9x in a bf16
-#: starter training step and 1.07x in fp32 (``docs/benchmarks.md``). Without AMX the
-#: Fourier path wins for 7x7 kernels (AVX2 and AVX-512 hosts, measured).
-AUTO_ONEDNN_ALL_ISA = "avx512_core_amx"
-
-
-def resolve_conv_impl(name: str, backend: str | None = None) -> str:
-    """Resolve ``"auto"`` to a concrete implementation name for ``backend``.
-
-    On CPU this is ``"onednn"`` where oneDNN runs and has AMX
-    (:data:`AUTO_ONEDNN_ALL_ISA`), ``"fast-onednn"`` where it runs without AMX (building
-    the oneDNN kernels on the first call, :func:`jaxdiff.onednn.available`), else
-    ``"fast"``.
-
-    Args:
-        name: ``"auto"`` or a registered name (returned unchanged once checked).
-        backend: A JAX backend name (``"cpu"``, ``"gpu"``, ``"tpu"``); default: the
-            current default backend.
-
-    Returns:
-        A registered, concrete implementation name.
-
-    Raises:
-        ValueError: For an unknown name, listing the known ones.
-    """
-    if name == AUTO:
-        backend = backend or jax.default_backend()
-        impl = AUTO_BY_BACKEND.get(backend, AUTO_FALLBACK)
-        if impl in ONEDNN_FALLBACK:
-            from jaxdiff import onednn
-
-            if not onednn.available():
-                return ONEDNN_FALLBACK[impl]
-            if onednn.has_isa(AUTO_ONEDNN_ALL_ISA):
-                return "onednn"
-        return impl
-    if name not in _CONVS:
-        raise ValueError(
-            f"unknown conv impl {name!r}; choose from {available_convs()} "
-            f"({AUTO!r} picks the fastest for the backend)."
-        )
-    return name
-
-
-def register_conv(name: str, fn: ConvFn) -> None:
-    """Register a convolution implementation ``fn(x_nhwc, kernel_hwio) -> y_nhwc``.
-
-    Args:
-        name: Name used by ``Conv(impl=name)``.
-        fn: 'SAME', stride-1 convolution equivalent to :func:`conv2d_reference`.
-    """
-    _CONVS[name] = fn
-
-
-def get_conv(name: str) -> ConvFn:
-    """Look up a registered convolution implementation.
-
-    Args:
-        name: A registered name, e.g. ``"xla"``, or ``"auto"`` (resolved for the current
-            backend by :func:`resolve_conv_impl`).
-
-    Returns:
-        The convolution function.
-
-    Raises:
-        ValueError: For an unknown name, listing the known ones.
-    """
-    return _CONVS[resolve_conv_impl(name)]
-
-
-def available_convs() -> list[str]:
-    """Names accepted by :func:`get_conv`: ``"auto"`` and the registered implementations."""
-    return [AUTO, *sorted(_CONVS)]

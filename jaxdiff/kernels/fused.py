@@ -3,8 +3,12 @@
 :func:`layer_norm_gelu` computes ``GELU(LayerNorm(x) * scale + bias)`` as one
 ``jax.custom_vjp`` and :func:`gelu_erf` the exact GELU through ``erf``, both cheaper on
 XLA:CPU than their unfused autodiff forms (measured ~10% of a starter training step each).
-:class:`jaxdiff.models.layers.LayerNormGELU` uses them; the values are those of
+:class:`jaxdiff.models.layers.PlaneLayerNorm` uses them; the values are those of
 ``nn.LayerNorm`` followed by ``nn.GELU()``.
+
+XLA compiles this block well enough: a native C++ LayerNorm + GELU kernel (one pass forward,
+one backward, through the XLA FFI) measured slower in an interleaved A/B of a bf16 starter
+training step (489.8 against 577.3 img/s, ``docs/benchmarks.md``) and was removed.
 """
 
 from __future__ import annotations
@@ -124,83 +128,3 @@ def layer_norm_gelu(
                 f"{name} of shape {p.shape} does not broadcast to the input {x.shape}."
             )
     return _ln_gelu(x, scale, bias, axes, float(eps))
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _ln_gelu_native(x, scale, bias, eps):
-    return _ln_gelu_native_fwd(x, scale, bias, eps)[0]
-
-
-def _flat(p: jax.Array) -> jax.Array:
-    return p.reshape(-1).astype(jnp.float32)
-
-
-def _ln_gelu_native_fwd(x, scale, bias, eps):
-    b, _, _, c = x.shape
-    stats = jax.ShapeDtypeStruct((b, c), jnp.float32)
-    y, mean, rstd = jax.ffi.ffi_call(
-        "jaxdiff_plane_ln_gelu_fwd",
-        (jax.ShapeDtypeStruct(x.shape, x.dtype), stats, stats),
-        vmap_method="sequential",
-    )(x, _flat(scale), _flat(bias), eps=np.float32(eps))
-    return y, (x, mean, rstd, scale, bias)
-
-
-def _ln_gelu_native_bwd(eps, res, g):
-    x, mean, rstd, scale, bias = res
-    per_example = jax.ShapeDtypeStruct(x.shape[:3], jnp.float32)
-    dx, d_scale, d_bias = jax.ffi.ffi_call(
-        "jaxdiff_plane_ln_gelu_bwd",
-        (jax.ShapeDtypeStruct(x.shape, x.dtype), per_example, per_example),
-        vmap_method="sequential",
-    )(x, mean, rstd, _flat(scale), _flat(bias), g.astype(x.dtype))
-    d_scale = d_scale.sum(0).reshape(scale.shape).astype(scale.dtype)
-    return dx, d_scale, d_bias.sum(0).reshape(bias.shape).astype(bias.dtype)
-
-
-_ln_gelu_native.defvjp(_ln_gelu_native_fwd, _ln_gelu_native_bwd)
-
-
-def layer_norm_gelu_native(
-    x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-5
-) -> jax.Array:
-    """The starter block's :func:`layer_norm_gelu` (``axes=(1, 2)``) as one C++ kernel.
-
-    Same values as :func:`layer_norm_gelu` with ``axes=(1, 2)`` up to float rounding (the
-    kernel evaluates ``erf`` and ``exp`` with XLA's own float32 approximations), computed by
-    ``jaxdiff/csrc/plane_ln_gelu.cc`` through the XLA FFI: the forward pass reads ``x`` twice
-    and writes the output once per example, the backward pass reads ``x`` and the gradient
-    once, where XLA:CPU runs the block as several passes (about a third of a bf16 starter
-    training step on an AMX host). Built with the oneDNN kernels
-    (:func:`jaxdiff.onednn.available`). Measured slower than :func:`layer_norm_gelu` in that
-    step (489.8 against 577.3 img/s, interleaved, ``benchmarks/ab_steps.py``), so the models
-    do not use it (``PlaneLayerNorm(native=True)`` opts in).
-
-    Args:
-        x: Input ``(B, H, W, C)``, ``float32`` or ``bfloat16``.
-        scale: Per-pixel affine scale of ``H * W`` values, e.g. shape ``(H, W, 1)``.
-        bias: Per-pixel affine shift, same shape as ``scale``.
-        eps: Variance floor.
-
-    Returns:
-        ``GELU(LayerNorm_{H,W}(x) * scale + bias)`` in ``x.dtype``.
-
-    Raises:
-        ValueError: For another rank or dtype, or an affine of the wrong size.
-        jaxdiff.onednn.OneDNNUnavailable: Where the native kernels cannot run.
-    """
-    from jaxdiff import onednn
-
-    if x.ndim != 4 or x.dtype not in (jnp.float32, jnp.bfloat16):
-        raise ValueError(
-            f"layer_norm_gelu_native takes a float32 or bfloat16 (B, H, W, C) input, got "
-            f"{x.dtype} of shape {x.shape}."
-        )
-    for name, p in (("scale", scale), ("bias", bias)):
-        if p.size != x.shape[1] * x.shape[2]:
-            raise ValueError(
-                f"{name} must hold H * W = {x.shape[1] * x.shape[2]} values (one per pixel), "
-                f"got shape {p.shape}."
-            )
-    onednn.require()
-    return _ln_gelu_native(x, scale, bias, float(eps))

@@ -1,4 +1,5 @@
-// oneDNN convolutions for XLA:CPU through the XLA FFI (see jaxdiff/onednn.py).
+// oneDNN convolutions for XLA:CPU through the XLA FFI (see jaxdiff/kernels/onednn.py; built by
+// jaxdiff/kernels/native.py).
 //
 // Three handlers, all 'SAME'-padded, stride 1, odd square or rectangular kernels, NHWC
 // activations and HWIO kernels in XLA's default (row-major) layouts:

@@ -13,9 +13,12 @@ CORE = (
     "train",
     "cold",
     "models",
-    "ops",
-    "fused",
-    "onednn",
+    "kernels",
+    "kernels.conv",
+    "kernels.fused",
+    "kernels.onednn",
+    "kernels.native",
+    "kernels.registry",
 )
 APP_LIBS = ("orbax", "matplotlib", "tqdm")
 

@@ -28,9 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff.app.runner import build, init_params
 from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
 from jaxdiff.kernels import prepare, resolve_conv_impl
+from jaxdiff.pipeline import build, init_params
 from jaxdiff.train import epoch_indices, init_train_state, make_run_steps, make_train_step
 
 

@@ -42,7 +42,7 @@ def jax_case(steps: int, argv: tuple[str, ...] = ()):
 
     from jaxdiff.app.allocator import configure_cpu_allocator
     from jaxdiff.app.cli import common_parser, config_from_args
-    from jaxdiff.app.runner import build, init_params
+    from jaxdiff.pipeline import build, init_params
     from jaxdiff.train import init_train_state, make_run_steps, make_train_step
 
     configure_cpu_allocator()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from jaxdiff.app.cli import cold_figures_command, common_parser, config_from_args, run_training
-from jaxdiff.app.start_states import start_fn_for
+from jaxdiff.start_states import start_fn_for
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jaxdiff.app.cli import add_sampling_conv_impl, evaluate_command
+from jaxdiff.app.cli import add_sampling_flags, evaluate_command
 from jaxdiff.fidelity.classifier import DEFAULT_FEATURES, FEATURE_NETWORKS
 
 
@@ -27,12 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--checkpoint", type=Path, default=None, help="run workdir or params folder")
     p.add_argument("--samples", type=Path, default=None, help="a .npy of model-scale samples")
-    p.add_argument("--epoch", type=int, default=None, help="checkpoint epoch (default latest)")
     p.add_argument(
         "--n", type=int, default=1000, help="number of samples (metrics compare at equal N)"
     )
-    p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA or raw parameters")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--eval-seed", type=int, default=0, help="seed of reference subsets/bootstraps")
     p.add_argument(
         "--features",
@@ -41,48 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         help="feature network of the metrics: lenet (default; every published number) or mlp\n"
         "(a second, independently trained space; docs/evaluation.md)",
     )
-    p.add_argument(
-        "--sampler",
-        default=None,
-        help="ancestral|ddim|dpmpp (DDPM), cold1|cold2 (cold), or start (cold: the start\n"
-        "states themselves, no restorer)",
-    )
-    p.add_argument(
-        "--steps", type=int, default=None, help="DDIM (default 100) / dpmpp (20) / cold steps"
-    )
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
-    p.add_argument(
-        "--sample-noise",
-        type=float,
-        default=None,
-        help="cold: step noise of the reverse process (default: the run's own)",
-    )
-    p.add_argument(
-        "--start",
-        choices=("fitted", "oracle"),
-        default="fitted",
-        help="cold: start states from the run's fitted mixture, or D(x, T) of real test\n"
-        "digits (the oracle: the best a start sampler could do)",
-    )
-    p.add_argument(
-        "--start-noise",
-        type=float,
-        default=None,
-        help="cold: noise added to each start state (default: the run's training noise)",
-    )
-    p.add_argument(
-        "--clip-x0",
-        nargs="?",
-        const="wide",
-        default=None,
-        choices=("wide", "data"),
-        help="ddim/dpmpp: clip predicted clean images, to [-1, 1] (wide, the default) or to "
-        "the data range [-0.5, 0.5] (data)",
-    )
     p.add_argument("--batch", type=int, default=500, help="samples per jitted sampler call")
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder")
-    p.add_argument("--data-dir", default=None, help="MNIST folder")
-    add_sampling_conv_impl(p)
+    add_sampling_flags(p)
     return evaluate_command(p.parse_args(argv))
 
 

@@ -16,7 +16,7 @@ the start state the restorer cannot explain (``x_T - D(x0_hat_T, T)``, e.g. star
 carried unchanged to ``x_0`` by Alg. 2, so keep start noise small.
 
 Diversity. Deterministic degradations end in few distinct states (blur and fade nearly in
-one), so generation needs a distribution of start states: :mod:`jaxdiff.app.start_states`
+one), so generation needs a distribution of start states: :mod:`jaxdiff.start_states`
 fits one to degraded training images.
 
 Stochastic degradations (``noise``) need ``key``: each trajectory gets one key, used for
@@ -277,7 +277,7 @@ def cold_sample(
         params: Restorer parameters.
         degrade: The degradation the restorer was trained with.
         x_T: Start states ``(B, H, W, C)`` at ``t = T``
-            (:func:`jaxdiff.app.start_states.sample_start`).
+            (:func:`jaxdiff.start_states.sample_start`).
         T: The degradation's number of steps (checked against ``degrade.T``), or ``None``.
         algorithm: 1 (``x_{t-1} = D(x0_hat, t-1)``) or 2 (Bansal's improved update).
         keep: States to keep: ``0`` for none, an int ``k`` for ``k`` evenly spaced ones (first

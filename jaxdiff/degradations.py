@@ -282,7 +282,7 @@ def blur(
 
     End state (``sigma = 20``): a soft grey blob, the image mean plus the lowest cosine modes
     at <= 8% amplitude. Nearly every digit ends in a similar blob, which is why generation
-    needs the start-state mixture of :mod:`jaxdiff.app.start_states`.
+    needs the start-state mixture of :mod:`jaxdiff.start_states`.
 
     Args:
         T: Number of steps (default 50).
@@ -538,7 +538,7 @@ def sediment(T: int | None = None) -> Degradation:  # noqa: N803
     pile, a 0 two piles with a dip, a 7 a wide low pile with a bump under the stem), unlike
     blur or fade whose end states collapse to nearly one image. The skylines of training
     digits form a ~28-dimensional, varied distribution, so drawing start states from a
-    mixture fitted to them (:func:`jaxdiff.app.start_states.fit_start_distribution`, re-settled with
+    mixture fitted to them (:func:`jaxdiff.start_states.fit_start_distribution`, re-settled with
     ``D(., T)``) gives genuinely different start states, from which the restorer "lifts" the
     ink back up into different digits.
 

@@ -109,7 +109,7 @@ def draw(final: Path, data_dir: str, full: bool = False) -> dict[str, np.ndarray
     from jaxdiff.data import load_mnist, normalize
 
     try:  # the start-state module of the application layer, where present
-        from jaxdiff.app.start_states import start_fn_for
+        from jaxdiff.start_states import start_fn_for
     except ImportError:
         try:
             from jaxdiff.app.runner import start_fn_for

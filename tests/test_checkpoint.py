@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 from jaxdiff.app import checkpoint as ckpt
-from jaxdiff.app.runner import build, fit, init_params, load_run
+from jaxdiff.app.runner import fit, load_run
 from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
+from jaxdiff.pipeline import build, init_params
 from jaxdiff.train import init_train_state
 
 CFG = Config(

@@ -199,7 +199,8 @@ def test_bad_flags_give_one_clear_error(tmp_path):
 
 
 def test_cold_trains_and_samples_a_users_own_degradation(tmp_path, data_dir):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "docs" / "examples")}
+    path = [str(ROOT / "docs" / "examples"), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
     work = tmp_path / "wipe"
     common = ["--data-dir", data_dir]
     r = _run(

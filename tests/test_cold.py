@@ -11,8 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdiff import cold
-from jaxdiff.app import start_states
+from jaxdiff import cold, start_states
 from jaxdiff.data import load_mnist, normalize
 from jaxdiff.degradations import get_degradation
 
@@ -327,8 +326,8 @@ def test_cold_loss_training_noise_has_its_closed_form():
 
 
 def test_run_noise_tables_follow_the_config():
-    from jaxdiff.app.runner import cold_noise_tables, default_sampler
     from jaxdiff.config import Config, ProcessConfig
+    from jaxdiff.samplers import cold_noise_tables, default_sampler
 
     lin = Config(
         process=ProcessConfig(
@@ -349,7 +348,7 @@ def test_run_noise_tables_follow_the_config():
 
 
 def test_start_states_are_re_degraded_only_when_the_end_state_is_a_fixed_point(mnist):
-    from jaxdiff.app.start_states import end_state_is_fixed
+    from jaxdiff.start_states import end_state_is_fixed
 
     key = jax.random.key(0)
     # sediment's skylines and pixelate's block means are fixed points of D(., T) ...

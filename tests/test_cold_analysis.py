@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from jaxdiff.app.cold_analysis import analyze_cold_run, pairwise_distances, restoration_errors
-from jaxdiff.app.runner import Pieces
 from jaxdiff.config import Config, ProcessConfig
 from jaxdiff.degradations import get_degradation
+from jaxdiff.pipeline import Pieces
 
 
 def _x0() -> jax.Array:
@@ -52,7 +52,7 @@ def test_analysis_refuses_small_n_before_any_work(tmp_path):
 
 def test_generate_start_returns_the_start_states_and_oracle_uses_test_digits():
     from jaxdiff.app.cold_analysis import start_variants
-    from jaxdiff.app.runner import generate
+    from jaxdiff.pipeline import generate
 
     x0 = _x0()
     cfg = Config(process=ProcessConfig(kind="cold", T=4, degradation="fade", noise=0.2))

@@ -14,6 +14,7 @@ from jaxdiff.app import checkpoint as ckpt
 from jaxdiff.app import runner
 from jaxdiff.app.runner import TrainingDiverged, fit, load_run
 from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
+from jaxdiff.pipeline import build, init_state
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = [
@@ -94,9 +95,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     fit(cfg, tmp_path, **kw)
     good, _ = ckpt.restore_checkpoint(
         tmp_path / "checkpoints",
-        runner.init_train_state(
-            runner.init_params(runner.build(cfg), jax.random.PRNGKey(0)), runner.build(cfg).tx
-        ),
+        init_state(cfg, build(cfg)),
     )
 
     real_build = runner.build

@@ -291,8 +291,8 @@ def test_equality_hash_and_strip(digits):
 def test_degradation_options_round_trip_through_the_config_and_build():
     import json
 
-    from jaxdiff.app.runner import build
     from jaxdiff.config import Config, ProcessConfig
+    from jaxdiff.pipeline import build
 
     opts = (("sigma_max", 4.0), ("sigma_min", 0.3))
     cfg = Config(

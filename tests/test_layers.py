@@ -19,6 +19,11 @@ CORE = (
     "kernels.onednn",
     "kernels.native",
     "kernels.registry",
+    "config",
+    "recipes",
+    "samplers",
+    "pipeline",
+    "start_states",
 )
 APP_LIBS = ("orbax", "matplotlib", "tqdm")
 

@@ -6,10 +6,11 @@ import numpy as np
 import optax
 import pytest
 
-from jaxdiff.app.runner import build, chunk_size, fit, init_params
+from jaxdiff.app.runner import fit
 from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
 from jaxdiff.losses import cold_loss, ddpm_loss
 from jaxdiff.models import CNN
+from jaxdiff.pipeline import build, chunk_size, init_params
 from jaxdiff.schedules import linear, q_sample
 from jaxdiff.train import (
     epoch_indices,
@@ -186,16 +187,19 @@ def test_chunking_changes_nothing_and_cuts_equal_chunks(tmp_path):
             assert size == 1 or -(-steps // (size - 1)) > calls  # and the shortest such length
 
 
-def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_last_epoch():
-    cfg = TrainConfig(lr=1e-2, epochs=2, lr_schedule="cosine", warmup_steps=2)
-    tx = make_optimizer(cfg, steps_per_epoch=5)
+def _learning_rates(tx, steps: int) -> list[float]:
+    """The step sizes of ``tx``: with a constant gradient Adam's bias-corrected step is the lr."""
     params = {"w": jnp.zeros(3)}
-    opt_state = tx.init(params)
-    got = []
-    for _ in range(10):
-        # with a constant gradient Adam's bias-corrected step is the learning rate itself
+    opt_state, got = tx.init(params), []
+    for _ in range(steps):
         updates, opt_state = tx.update({"w": jnp.ones(3)}, opt_state, params)
         got.append(-float(updates["w"][0]))
+    return got
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_last_epoch():
+    cfg = TrainConfig(lr=1e-2, epochs=2, lr_schedule="cosine", warmup_steps=2)
+    got = _learning_rates(make_optimizer(cfg, steps_per_epoch=5), 10)
     k = np.arange(10)
     want = np.where(
         k < 2, 1e-2 * k / 2, 1e-2 * 0.5 * (1 + np.cos(np.pi * np.clip(k - 2, 0, 8) / 8))
@@ -210,13 +214,7 @@ def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_last_epoch():
 
 
 def test_constant_schedule_warms_up_then_holds_the_learning_rate():
-    tx = make_optimizer(TrainConfig(lr=1e-2, lr_schedule="constant", warmup_steps=4))
-    params = {"w": jnp.zeros(3)}
-    opt_state = tx.init(params)
-    got = []
-    for _ in range(8):
-        updates, opt_state = tx.update({"w": jnp.ones(3)}, opt_state, params)
-        got.append(-float(updates["w"][0]))
+    got = _learning_rates(make_optimizer(TrainConfig(lr=1e-2, warmup_steps=4)), 8)
     want = 1e-2 * np.minimum(np.arange(8) / 4, 1.0)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-9)
     with pytest.raises(ValueError, match="warmup_steps must be >= 0"):
@@ -286,12 +284,12 @@ def test_cosine_run_refuses_to_resume_with_other_epochs(tmp_path):
 
 
 def test_clip_x0_needs_ddim_or_dpmpp_and_a_known_range():
-    from jaxdiff.app.runner import generate
+    from jaxdiff.pipeline import generate
 
     cfg = Config(model=ModelConfig(hidden=(4,), kernel_size=3), process=ProcessConfig(T=10))
     pieces = build(cfg)
     params = init_params(pieces, jax.random.PRNGKey(0))
-    with pytest.raises(ValueError, match="ddim and dpmpp samplers, not 'ancestral'"):
+    with pytest.raises(ValueError, match="applies to ddim, dpmpp, not 'ancestral'"):
         generate(cfg, pieces, params, jax.random.PRNGKey(1), 2, "ancestral", clip_x0=True)
     with pytest.raises(ValueError, match="--clip-x0 'tight' unknown"):
         generate(cfg, pieces, params, jax.random.PRNGKey(1), 2, "ddim", clip_x0="tight")

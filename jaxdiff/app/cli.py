@@ -33,20 +33,71 @@ USER_ERRORS = (DataError, CheckpointError, ValueError)
 RECORDED = "recorded"
 
 
-def add_sampling_conv_impl(parser: argparse.ArgumentParser) -> None:
-    """Add ``--conv-impl`` to a sampling driver (``sample.py``, ``evaluate.py``).
+_SAMPLING_CONV_HELP = (
+    "convolution implementation to sample with: auto (default, the fastest here;\n"
+    "all are tested equal to XLA's up to float rounding), recorded (the run's own, for\n"
+    "bitwise reproduction on the recording host), or a name: xla, fast, fast-onednn,\n"
+    "onednn, loopsafe"
+)
+
+
+def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
+    """Add the sampling flags shared by ``sample.py`` and ``evaluate.py`` (defined once here).
+
+    The ``--sampler`` choices and their help come from the registry
+    (:data:`jaxdiff.samplers.SAMPLERS`), so a registered sampler is a choice of both drivers.
 
     Args:
         parser: The driver's parser.
     """
-    parser.add_argument(
-        "--conv-impl",
-        default="auto",
-        help="convolution implementation to sample with: auto (default, the fastest here;\n"
-        "all are tested equal to XLA's up to float rounding), recorded (the run's own, for\n"
-        "bitwise reproduction on the recording host), or a name: xla, fast, fast-onednn,\n"
-        "onednn, loopsafe",
+    from jaxdiff.samplers import SAMPLERS
+
+    g = parser.add_argument_group("sampling")
+    g.add_argument("--epoch", type=int, default=None, help="checkpoint epoch (default latest)")
+    g.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA or raw parameters")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed")
+    lines = "\n".join(f"  {s.name} ({s.kind}): {s.summary}" for s in SAMPLERS.values())
+    g.add_argument(
+        "--sampler",
+        choices=tuple(SAMPLERS),
+        default=None,
+        metavar="NAME",
+        help=f"default: the run's own (ancestral for DDPM, cold2 for melt):\n{lines}",
     )
+    g.add_argument(
+        "--steps", type=int, default=None, help="network evaluations (default: the sampler's)"
+    )
+    g.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
+    g.add_argument(
+        "--clip-x0",
+        nargs="?",
+        const="wide",
+        default=None,
+        choices=("wide", "data"),
+        help="ddim/dpmpp: clip predicted clean images, to [-1, 1] (wide, the default) or to "
+        "the data range [-0.5, 0.5] (data)",
+    )
+    g.add_argument(
+        "--sample-noise",
+        type=float,
+        default=None,
+        help="cold: step noise of the reverse process (default: the run's own)",
+    )
+    g.add_argument(
+        "--start",
+        choices=("fitted", "oracle"),
+        default="fitted",
+        help="cold: start states from the run's fitted mixture, or D(x, T) of real test\n"
+        "digits (the oracle: the best a start sampler could do)",
+    )
+    g.add_argument(
+        "--start-noise",
+        type=float,
+        default=None,
+        help="cold: noise added to each start state (default: the run's training noise)",
+    )
+    g.add_argument("--conv-impl", default="auto", help=_SAMPLING_CONV_HELP)
+    g.add_argument("--data-dir", default=None, help="MNIST folder (cold start-state fit, metrics)")
 
 
 def _int_tuple(text: str) -> tuple[int, ...]:
@@ -112,7 +163,15 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
     """
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
     d = _recipe_defaults(kind)
-    g = p.add_argument_group("training")
+    _training_flags(p.add_argument_group("training"), d)
+    _model_flags(p.add_argument_group("model"), d)
+    _process_flags(p.add_argument_group("process"), kind)
+    _output_flags(p.add_argument_group("output"))
+    return p
+
+
+def _training_flags(g: argparse._ArgumentGroup, d: dict) -> None:
+    """The optimisation flags (defaults: the driver's recipe)."""
     g.add_argument("--lr", type=_positive(float), default=d["lr"], help="Adam learning rate")
     g.add_argument("--epochs", type=_positive(int), default=d["epochs"])
     g.add_argument("--batch-size", type=_positive(int), default=d["batch_size"])
@@ -136,7 +195,10 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
         "tenth of the run's steps if fewer; config.json records the number used)",
     )
     g.add_argument("--limit", type=int, default=0, help="train on the first N images only")
-    m = p.add_argument_group("model")
+
+
+def _model_flags(m: argparse._ArgumentGroup, d: dict) -> None:
+    """The network flags (defaults: the driver's recipe)."""
     m.add_argument("--model", choices=("cnn", "unet"), default=d["model"])
     m.add_argument("--hidden", type=_int_tuple, default=None, help="channels, e.g. 16,32,32,16")
     m.add_argument("--kernel-size", type=_positive(int), default=7)
@@ -164,7 +226,10 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
         default=1,
         help="UNet: residual blocks per level on each path (depth)",
     )
-    q = p.add_argument_group("process")
+
+
+def _process_flags(q: argparse._ArgumentGroup, kind: str) -> None:
+    """The forward process's flags: DDPM's schedule and target, or cold's degradation."""
     q.add_argument("--T", type=_positive(int), default=1000 if kind == "ddpm" else None)
     if kind == "ddpm":
         q.add_argument("--schedule", choices=("linear", "cosine", "sigmoid"), default="linear")
@@ -211,7 +276,10 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
             "(default: 1.25 x --noise for constant, as IHDM; 0 for linear, where Alg. 2\n"
             "carries the rescaled residual instead)",
         )
-    o = p.add_argument_group("output")
+
+
+def _output_flags(o: argparse._ArgumentGroup) -> None:
+    """Where a run writes, resuming, and what it draws and keeps each epoch."""
     o.add_argument("--workdir", type=Path, default=None, help="run folder (default runs/<name>)")
     o.add_argument("--data-dir", default=None, help="MNIST folder (else $JAXDIFF_DATA_DIR)")
     o.add_argument("--resume", action="store_true", help="continue the run in --workdir")
@@ -235,7 +303,6 @@ def common_parser(doc: str | None, kind: str) -> argparse.ArgumentParser:
     )
     o.add_argument("--chunk-steps", type=_positive(int), default=39, help="steps per jit call")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
 
 
 def _option_value(text: str) -> Any:
@@ -459,8 +526,8 @@ def run_training(cfg: Config, args: argparse.Namespace, start_fn_factory=None) -
 
 def _start_fn(cfg, pieces, data_dir, images, kind: str, noise_std: float | None):
     """A cold run's start-state sampler: ``"fitted"`` (the run's mixture) or ``"oracle"``."""
-    from jaxdiff.app.start_states import start_fn_for
     from jaxdiff.data import load_mnist
+    from jaxdiff.start_states import start_fn_for
 
     if images is None:
         images, _ = load_mnist("train", data_dir)
@@ -497,8 +564,10 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
 
     import jax
 
-    from jaxdiff.app.runner import default_sampler, generate, load_run
+    from jaxdiff.app.runner import load_run
     from jaxdiff.kernels import prepare
+    from jaxdiff.pipeline import generate
+    from jaxdiff.samplers import SAMPLERS, default_sampler
 
     weights = getattr(args, "weights", "ema")
     clip_x0 = getattr(args, "clip_x0", None) or False
@@ -530,7 +599,7 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
         clip_x0=clip_x0,
         noise=getattr(args, "sample_noise", None),
     )
-    default_steps = {"ddim": 100, "dpmpp": 20}.get(sampler, cfg.process.T)
+    default_steps = SAMPLERS[sampler].default_steps(cfg)
     noise = getattr(args, "sample_noise", None)
     info = {
         "checkpoint": str(args.checkpoint),
@@ -539,7 +608,7 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
         "sampler": sampler,
         "steps": args.steps or default_steps,
         "eta": args.eta if sampler == "ddim" else None,
-        "clip_x0": clip_x0 if sampler in ("ddim", "dpmpp") else None,
+        "clip_x0": clip_x0 if SAMPLERS[sampler].clips else None,
         "noise": (cfg.process.sample_noise if noise is None else noise)
         if cfg.process.kind == "cold"
         else None,
@@ -601,8 +670,8 @@ def cold_figures_command(args: argparse.Namespace) -> int:
     """
     from jaxdiff.app.cold_analysis import cold_figures
     from jaxdiff.app.runner import load_run
-    from jaxdiff.app.start_states import start_fn_for
     from jaxdiff.data import load_mnist
+    from jaxdiff.start_states import start_fn_for
 
     try:
         check_paths(workdir=args.workdir, data_dir=args.data_dir)

@@ -41,7 +41,7 @@ def restoration_errors(
 
     Args:
         cfg: A cold run's config.
-        pieces: Its :class:`jaxdiff.app.runner.Pieces`.
+        pieces: Its :class:`jaxdiff.pipeline.Pieces`.
         params: Restorer parameters.
         x0: Clean images ``(B, 28, 28, 1)``, model scale.
         ts: Start times in ``1..T``.
@@ -51,8 +51,8 @@ def restoration_errors(
     Returns:
         One dict per ``t``: ``t``, ``mse_input``, ``mse_one_shot``, ``mse_restored``.
     """
-    from jaxdiff.app.runner import cold_noise_tables, default_sampler
     from jaxdiff.cold import noise_levels, restore
+    from jaxdiff.samplers import cold_noise_tables, default_sampler
 
     p = cfg.process
     alg = algorithm or int(default_sampler(cfg)[-1])
@@ -135,7 +135,7 @@ def start_variants(
     """Start-state samplers that separate where a cold model's diversity comes from.
 
     - ``fitted``: the run's own sampler, a mixture fitted to ``D(x0, T)`` of training
-      images (:func:`jaxdiff.app.start_states.start_fn_for`);
+      images (:func:`jaxdiff.start_states.start_fn_for`);
     - ``oracle``: ``D(x, T)`` of random held-out test digits plus the same noise (the best
       a start sampler could do);
     - ``single``: one fitted start state (drawn with ``key``) shared by every sample, plus
@@ -153,8 +153,8 @@ def start_variants(
     Returns:
         Name -> ``start(key, n)``.
     """
-    from jaxdiff.app.start_states import start_fn_for
     from jaxdiff.data import normalize
+    from jaxdiff.start_states import start_fn_for
 
     if noise_std is None:
         noise_std = cfg.process.noise or 0.01
@@ -214,10 +214,12 @@ def analyze_cold_run(
         ValueError: For a DDPM run or ``n < 2``.
     """
     from jaxdiff.app import plotting
-    from jaxdiff.app.runner import default_sampler, generate, load_run
+    from jaxdiff.app.runner import load_run
     from jaxdiff.data import load_mnist, normalize
     from jaxdiff.fidelity.evaluation import evaluate_samples, prepare_reference
     from jaxdiff.paths import atomic_json
+    from jaxdiff.pipeline import generate
+    from jaxdiff.samplers import default_sampler
 
     if n < 2:
         raise ValueError(f"n must be at least 2, got {n}.")
@@ -288,12 +290,12 @@ def cold_figures(
     Writes ``degradation_strip.png`` (rows: training digits; columns: evenly spaced ``t``),
     ``trajectory.png`` (generation from start states) and ``restoration.png`` (conditional
     restoration of degraded digits from ``t = T / 2``), both with the run's own sampler
-    (:func:`jaxdiff.app.runner.default_sampler`) and reverse-process noise
-    (:func:`jaxdiff.app.runner.cold_noise_tables`).
+    (:func:`jaxdiff.samplers.default_sampler`) and reverse-process noise
+    (:func:`jaxdiff.samplers.cold_noise_tables`).
 
     Args:
         cfg: A cold run's config.
-        pieces: Its :class:`jaxdiff.app.runner.Pieces`.
+        pieces: Its :class:`jaxdiff.pipeline.Pieces`.
         params: Restorer parameters.
         images: ``uint8`` images to show (the first ``n_digits`` are used).
         workdir: Output folder.
@@ -302,10 +304,11 @@ def cold_figures(
         n_cols: Columns (times).
     """
     from jaxdiff.app import plotting
-    from jaxdiff.app.runner import cold_noise_tables, default_sampler, run_keys
     from jaxdiff.cold import cold_sample, restore
     from jaxdiff.data import normalize
     from jaxdiff.degradations import degradation_strip
+    from jaxdiff.pipeline import run_keys
+    from jaxdiff.samplers import cold_noise_tables, default_sampler
 
     workdir = Path(workdir)
     T = cfg.process.T  # noqa: N806

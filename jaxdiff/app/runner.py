@@ -1,267 +1,42 @@
-"""Run orchestration: build a run from its config, train with checkpoints and logs, load it back.
+"""Run orchestration with files: train with checkpoints and logs, resume, load a run back.
 
-This is the layer the thin drivers in ``experiments/`` call. All maths lives in the pure
-modules (:mod:`jaxdiff.train`, :mod:`jaxdiff.losses`, :mod:`jaxdiff.sampling`); here are
-the side effects: reading data, writing ``config.json``, ``metrics.jsonl``, figures and
-checkpoints, the progress bar, and resuming.
-
-Keys: every key of a run derives from ``jax.random.key(seed)`` by ``fold_in`` with a fixed purpose
-number (:func:`run_keys`), then with the epoch (shuffling) or the step (training noise).
+This is the layer the thin drivers in ``experiments/`` call. The run's assembly and its loops
+are the pure core's (:mod:`jaxdiff.pipeline`: ``build``, ``run_keys``, ``epoch_chunks``,
+``generate``); here are the side effects around them: reading data, writing ``config.json``,
+``metrics.jsonl``, figures and checkpoints, the progress bar, and resuming.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff.app import checkpoint as ckpt
 from jaxdiff.app import plotting
 from jaxdiff.app.parallel import data_mesh, shardings
 from jaxdiff.config import Config
-from jaxdiff.data import FILES, load_mnist
+from jaxdiff.data import load_mnist
 from jaxdiff.kernels import resolve_conv_impl
-from jaxdiff.losses import LossFn, cold_loss, ddpm_loss
-from jaxdiff.models import build_model
 from jaxdiff.paths import atomic_json, atomic_npy, atomic_write, check_readable_dir
-from jaxdiff.sampling import CLIP_RANGES, ddim_sample, ddpm_sample, dpmpp_sample, eps_model
-from jaxdiff.schedules import Schedule, make_schedule
-from jaxdiff.train import (
-    TrainState,
-    epoch_indices,
-    init_train_state,
-    make_optimizer,
-    make_run_steps,
-    make_train_step,
-    warm_train_state,
+from jaxdiff.pipeline import (
+    Pieces,
+    TrainingDiverged,
+    abstract_params,
+    build,
+    epoch_chunks,
+    epoch_loop,
+    generate,
+    init_state,
+    run_keys,
 )
-
-
-class TrainingDiverged(RuntimeError):
-    """Raised when the loss becomes NaN or infinite; the last good checkpoint is kept."""
-
-
-class RunKeys(NamedTuple):
-    """The purpose keys of a run, all derived from its seed."""
-
-    init: jax.Array
-    perm: jax.Array
-    step: jax.Array
-    sample: jax.Array
-
-
-def run_keys(seed: int) -> RunKeys:
-    """Derive a run's purpose keys: ``fold_in(key(seed), i)`` for i = 0..3.
-
-    Args:
-        seed: The run's seed.
-
-    Returns:
-        :class:`RunKeys` (init, perm, step, sample).
-    """
-    base = jax.random.key(seed)
-    return RunKeys(*(jax.random.fold_in(base, i) for i in range(4)))
-
-
-@dataclasses.dataclass(frozen=True)
-class Pieces:
-    """The pure pieces of a run, built from its config.
-
-    Attributes:
-        model: The Linen module.
-        apply_fn: What the samplers call: ``model.apply`` itself, or for a v-prediction DDPM
-            its epsilon form (:func:`jaxdiff.sampling.eps_model`).
-        loss_fn: ``loss_fn(params, x0, key) -> (loss, metrics)``.
-        tx: The optimizer.
-        sched: The noise schedule (DDPM runs), else ``None``.
-        degrade: The per-example degradation (cold runs), else ``None``.
-    """
-
-    model: Any
-    apply_fn: Callable
-    loss_fn: LossFn
-    tx: Any
-    sched: Schedule | None = None
-    degrade: Callable | None = None
-
-
-def build(cfg: Config, steps_per_epoch: int | None = None) -> Pieces:
-    """Build model, loss, optimizer and forward process from a config.
-
-    Args:
-        cfg: The run config.
-        steps_per_epoch: Optimizer steps per epoch (sets the horizon of a cosine
-            learning-rate schedule); default: what MNIST's training set (or ``limit`` of it)
-            gives at the configured batch size.
-
-    Returns:
-        The :class:`Pieces`.
-
-    Raises:
-        ValueError: For unknown process kinds or inconsistent settings.
-    """
-    model = build_model(cfg.model)
-    apply_fn = model.apply
-    if steps_per_epoch is None:
-        n_train = FILES["train-images-idx3-ubyte"][2]
-        steps_per_epoch = min(cfg.train.limit or n_train, n_train) // cfg.train.batch_size
-    tx = make_optimizer(cfg.train, steps_per_epoch)
-    p = cfg.process
-    if p.kind == "ddpm":
-        sched = make_schedule(p.schedule, p.T, p.beta1, p.beta2)
-        loss_fn = ddpm_loss(apply_fn, sched, p.prediction, p.weighting)
-        return Pieces(model, eps_model(apply_fn, sched, p.prediction), loss_fn, tx, sched=sched)
-    if p.kind == "cold":
-        from jaxdiff.cold import noise_levels
-        from jaxdiff.degradations import get_degradation
-
-        degrade = get_degradation(p.degradation, p.T, **dict(p.degradation_options))
-        sigmas = noise_levels(p.T, p.noise, p.noise_schedule)
-        loss_fn = cold_loss(
-            apply_fn, degrade, p.T, p.loss, stochastic=degrade.stochastic, noise_std=sigmas
-        )
-        return Pieces(model, apply_fn, loss_fn, tx, degrade=degrade)
-    raise ValueError(f"unknown process kind {p.kind!r}; use 'ddpm' or 'cold'.")
-
-
-def init_params(pieces: Pieces, key: jax.Array) -> Any:
-    """Initialise network parameters for 28x28 single-channel images, in one jitted call.
-
-    The same values as Flax's eager ``model.init`` (tested bitwise), which would compile each
-    of its few hundred operations on its own (measured on the starter CNN: 12.7 s eager
-    against 4.5 s jitted, most of that XLA compiling the parameters' random draws).
-    """
-    return jax.jit(pieces.model.init)(key, jnp.zeros((1, 28, 28, 1)), jnp.zeros((1,)))
-
-
-def abstract_params(pieces: Pieces) -> Any:
-    """The parameters' shapes and dtypes (``jax.ShapeDtypeStruct`` leaves), computing nothing.
-
-    The target structure for loading saved weights.
-    """
-    x = jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32)
-    return jax.eval_shape(
-        pieces.model.init, jax.random.key(0), x, jax.ShapeDtypeStruct((1,), x.dtype)
-    )
-
-
-def generate(
-    cfg: Config,
-    pieces: Pieces,
-    params: Any,
-    key: jax.Array,
-    n: int,
-    sampler: str = "ancestral",
-    steps: int | None = None,
-    eta: float = 0.0,
-    batch: int = 250,
-    start: Callable[[jax.Array, int], jax.Array] | None = None,
-    clip_x0: bool | str = False,
-    noise: float | None = None,
-) -> np.ndarray:
-    """Draw ``n`` samples in batches (batch ``i`` uses ``fold_in(key, i)``).
-
-    Args:
-        cfg: The run config.
-        pieces: From :func:`build`.
-        params: Parameters to sample with (usually the EMA ones).
-        key: PRNG key.
-        n: Number of samples.
-        sampler: DDPM: ``"ancestral"`` (the starter's), ``"ddim"`` or ``"dpmpp"``
-            (DPM-Solver++(2M)); cold: ``"cold1"`` or ``"cold2"`` (Bansal Alg. 1 / 2), or
-            ``"start"``: the start states themselves, with no restorer (a control).
-        steps: DDIM steps (default 100), DPM-Solver++ steps (default 20) or cold steps.
-        eta: DDIM eta.
-        batch: Samples per jitted call.
-        start: Cold: ``start(key, n) -> x_T`` start states (see :mod:`jaxdiff.cold`).
-        clip_x0: DDIM / DPM-Solver++: clip each predicted clean image, to ``[-1, 1]``
-            for ``True`` or ``"wide"``, to the data range ``[-0.5, 0.5]`` for ``"data"``
-            (:data:`jaxdiff.sampling.CLIP_RANGES`).
-        noise: Cold: step noise of the reverse process, on the run's noise schedule
-            (default: the run's ``process.sample_noise``).
-
-    Returns:
-        ``float32`` numpy array ``(n, 28, 28, 1)`` in the model scale.
-
-    Raises:
-        ValueError: For a sampler that does not fit the run's process, or ``clip_x0`` with
-            a sampler other than DDIM.
-    """
-    if clip_x0 and sampler not in ("ddim", "dpmpp"):
-        raise ValueError(
-            f"clipping x0 (--clip-x0) applies to the ddim and dpmpp samplers, not {sampler!r}."
-        )
-    clip = None
-    if clip_x0:
-        name = "wide" if clip_x0 is True else clip_x0
-        if name not in CLIP_RANGES:
-            raise ValueError(f"--clip-x0 {name!r} unknown; choose from {sorted(CLIP_RANGES)}.")
-        clip = CLIP_RANGES[name]
-    out = []
-    for i in range(math.ceil(n / batch)):
-        b = min(batch, n - i * batch)
-        k = jax.random.fold_in(key, i)
-        shape = (b, 28, 28, 1)
-        if cfg.process.kind == "ddpm":
-            if sampler == "ancestral":
-                x, _ = ddpm_sample(pieces.apply_fn, params, pieces.sched, k, shape)
-            elif sampler == "ddim":
-                x, _ = ddim_sample(
-                    pieces.apply_fn,
-                    params,
-                    pieces.sched,
-                    k,
-                    shape,
-                    steps or 100,
-                    eta,
-                    clip=clip,
-                )
-            elif sampler == "dpmpp":
-                x = dpmpp_sample(
-                    pieces.apply_fn, params, pieces.sched, k, shape, steps or 20, clip=clip
-                )
-            else:
-                raise ValueError(
-                    f"sampler {sampler!r} does not fit a DDPM run; use ancestral, ddim or dpmpp."
-                )
-        else:
-            if sampler not in ("cold1", "cold2", "start"):
-                raise ValueError(
-                    f"sampler {sampler!r} does not fit a cold run; use cold1, cold2 or start "
-                    "(the start states themselves, no restorer)."
-                )
-            from jaxdiff.cold import cold_sample
-
-            step_noise, residual = cold_noise_tables(cfg, noise)
-            if start is None:
-                raise ValueError("cold sampling needs a start-state function (see jaxdiff.cold).")
-            k_start, k_deg = jax.random.split(k)
-            x_T = start(k_start, b)  # noqa: N806
-            if sampler == "start":  # the start distribution alone, scored as images
-                out.append(np.asarray(x_T))
-                continue
-            x = cold_sample(
-                pieces.apply_fn,
-                params,
-                pieces.degrade,
-                x_T,
-                cfg.process.T,
-                int(sampler[-1]),
-                steps=steps,
-                key=k_deg,
-                noise=step_noise,
-                residual_sigmas=residual,
-            )
-        out.append(np.asarray(x))
-    return np.concatenate(out)
+from jaxdiff.train import TrainState, init_train_state, warm_train_state
 
 
 def machine_info() -> dict[str, Any]:
@@ -417,78 +192,35 @@ def fit(
         TrainingDiverged: If the loss becomes NaN or infinite.
     """
     workdir = Path(workdir)
-    ckdir = workdir / "checkpoints"
-    has_ckpt = _check_start(workdir, resume, warm_start)
-    old_config = {}
-    if (resume or warm_start is not None) and (workdir / "config.json").exists():
-        old_config = ckpt.read_json(workdir / "config.json")
-        _check_resume_config(old_config["config"], cfg, workdir)
-    is_main = jax.process_index() == 0  # only one host writes logs and figures
-    progress = progress and is_main
-    workdir.mkdir(parents=True, exist_ok=True)
-    if is_main:
-        _write_config(workdir, cfg, old_config, warm_start, argv)
-
+    has_ckpt, is_main = _open_run(workdir, cfg, resume, warm_start, argv)
     if images is None:
         images, _ = load_mnist("train", data_dir)
-    if cfg.train.limit:
-        images = images[: cfg.train.limit]
-    n = images.shape[0]
-    pieces = build(cfg, steps_per_epoch=n // cfg.train.batch_size)
-    keys = run_keys(cfg.train.seed)
-    state = jax.jit(init_train_state, static_argnums=1)(init_params(pieces, keys.init), pieces.tx)
-    start_epoch, records = 0, []
-    if resume and has_ckpt:
-        state, meta = ckpt.restore_checkpoint(ckdir, state)
-        start_epoch = int(meta["epoch"])
-        records = _read_metrics(workdir / "metrics.jsonl", start_epoch)
-    elif warm_start is not None:
-        state, start_epoch = _warm_state(Path(warm_start), cfg, pieces, state, n)
-        records = _read_metrics(workdir / "metrics.jsonl", start_epoch)
-        if is_main:
-            _record_warm_start(workdir, warm_start, start_epoch)
+    images = images[: cfg.train.limit] if cfg.train.limit else images
+    pieces = build(cfg, steps_per_epoch=images.shape[0] // cfg.train.batch_size)
+    state, start_epoch, records = _starting_state(
+        workdir, cfg, pieces, images.shape[0], resume and has_ckpt, warm_start, is_main
+    )
     mesh = data_mesh()
     batch_sharding, replicated = shardings(mesh, cfg.train.batch_size)
     state = jax.device_put(state, replicated)
-    images_dev = jax.device_put(np.asarray(images, np.uint8), replicated)
-    train_step = make_train_step(pieces.loss_fn, pieces.tx, cfg.train.ema_decay)
-    run_steps = make_run_steps(train_step, batch_sharding)
+    loop = epoch_loop(cfg, pieces, images, batch_sharding)
+    loop = loop._replace(images=jax.device_put(np.asarray(images, np.uint8), replicated))
     start_fn = start_fn_factory(pieces, images) if start_fn_factory else None
-    wall0 = records[-1]["wall_s"] if records else 0.0
-    cpu0 = records[-1].get("cpu_s", 0.0) if records else 0.0
-
+    out = _Outputs(workdir, is_main, grid_n, grid_every, keep_checkpoints, export_epochs)
     for epoch in range(start_epoch, cfg.train.epochs):
-        idx = epoch_indices(keys.perm, epoch, n, cfg.train.batch_size)
         t0, c0 = time.perf_counter(), time.process_time()
         label = f"epoch {epoch + 1}/{cfg.train.epochs}"
         state, rec = _run_epoch(
-            run_steps, state, images_dev, idx, keys.step, chunk_steps, progress, label, ckdir
+            loop, state, epoch, chunk_steps, progress and is_main, label, workdir
         )
         rec["epoch"] = epoch + 1
-        last_epoch = epoch + 1 == cfg.train.epochs
-        if is_main and grid_n and ((epoch + 1) % grid_every == 0 or last_epoch):
-            t1 = time.perf_counter()
-            sampler = default_sampler(cfg)
-            grid = generate(
-                cfg, pieces, state.ema_params, keys.sample, grid_n, sampler, start=start_fn
-            )
-            rec["grid_s"] = time.perf_counter() - t1
-            plotting.save_grid(
-                grid, workdir / "samples" / f"epoch_{epoch + 1:03d}.png", title=f"epoch {epoch + 1}"
-            )
-            atomic_npy(workdir / "samples" / f"epoch_{epoch + 1:03d}.npy", grid)
-        rec["wall_s"] = wall0 + time.perf_counter() - t0
-        rec["cpu_s"] = cpu0 + time.process_time() - c0  # all threads of this process
-        wall0, cpu0 = rec["wall_s"], rec["cpu_s"]
-        meta = {"config": cfg.to_dict(), "epoch": epoch + 1, "step": int(state.step)}
-        ckpt.save(ckdir, epoch + 1, state, meta, keep=keep_checkpoints)
+        _epoch_grid(out, cfg, pieces, state, rec, start_fn)
+        prev = records[-1] if records else {}
+        rec["wall_s"] = prev.get("wall_s", 0.0) + time.perf_counter() - t0
+        rec["cpu_s"] = prev.get("cpu_s", 0.0) + time.process_time() - c0  # all threads
         records.append(rec)
-        if is_main and epoch + 1 in export_epochs:
-            _export_epoch(workdir, cfg, state, epoch + 1)
-        if is_main:
-            _write_metrics(workdir / "metrics.jsonl", records)
-            plotting.plot_loss_curve(records, workdir / "loss.png")
-        if progress:
+        _save_epoch(out, cfg, state, records)
+        if progress and is_main:
             print(
                 f"epoch {epoch + 1}: loss {rec['loss']:.4f}  {rec['images_per_s']:.0f} img/s  "
                 f"{rec['epoch_s']:.1f} s",
@@ -500,6 +232,84 @@ def fit(
             workdir / "final", cfg, state.ema_params, {"epoch": done, "step": int(state.step)}
         )
     return state, records
+
+
+class _Outputs(NamedTuple):
+    """Where and what :func:`fit` writes after each epoch."""
+
+    workdir: Path
+    is_main: bool
+    grid_n: int
+    grid_every: int
+    keep_checkpoints: int
+    export_epochs: tuple[int, ...]
+
+
+def _open_run(
+    workdir: Path, cfg: Config, resume: bool, warm_start: str | Path | None, argv: list[str] | None
+) -> tuple[bool, bool]:
+    """Check the start against the folder, write ``config.json``; (has checkpoints, is main)."""
+    has_ckpt = _check_start(workdir, resume, warm_start)
+    old_config = {}
+    if (resume or warm_start is not None) and (workdir / "config.json").exists():
+        old_config = ckpt.read_json(workdir / "config.json")
+        _check_resume_config(old_config["config"], cfg, workdir)
+    is_main = jax.process_index() == 0  # only one host writes logs and figures
+    workdir.mkdir(parents=True, exist_ok=True)
+    if is_main:
+        _write_config(workdir, cfg, old_config, warm_start, argv)
+    return has_ckpt, is_main
+
+
+def _starting_state(
+    workdir: Path,
+    cfg: Config,
+    pieces: Pieces,
+    n: int,
+    from_checkpoint: bool,
+    warm_start: str | Path | None,
+    is_main: bool,
+) -> tuple[TrainState, int, list[dict]]:
+    """The state to train from: fresh, the latest checkpoint, or a warm start from an export."""
+    state = init_state(cfg, pieces)
+    if from_checkpoint:
+        state, meta = ckpt.restore_checkpoint(workdir / "checkpoints", state)
+        epoch = int(meta["epoch"])
+        return state, epoch, _read_metrics(workdir / "metrics.jsonl", epoch)
+    if warm_start is not None:
+        state, epoch = _warm_state(Path(warm_start), cfg, pieces, state, n)
+        if is_main:
+            _record_warm_start(workdir, warm_start, epoch)
+        return state, epoch, _read_metrics(workdir / "metrics.jsonl", epoch)
+    return state, 0, []
+
+
+def _epoch_grid(
+    out: _Outputs, cfg: Config, pieces: Pieces, state: TrainState, rec: dict, start_fn
+) -> None:
+    """The epoch's fixed-key grid of samples from the EMA parameters (PNG and ``.npy``)."""
+    epoch, last = rec["epoch"], rec["epoch"] == cfg.train.epochs
+    if not (out.is_main and out.grid_n and (epoch % out.grid_every == 0 or last)):
+        return
+    t1 = time.perf_counter()
+    key = run_keys(cfg.train.seed).sample
+    grid = generate(cfg, pieces, state.ema_params, key, out.grid_n, start=start_fn)
+    rec["grid_s"] = time.perf_counter() - t1
+    name = out.workdir / "samples" / f"epoch_{epoch:03d}"
+    plotting.save_grid(grid, name.with_suffix(".png"), title=f"epoch {epoch}")
+    atomic_npy(name.with_suffix(".npy"), grid)
+
+
+def _save_epoch(out: _Outputs, cfg: Config, state: TrainState, records: list[dict]) -> None:
+    """Checkpoint (every host), then exports, metrics and the loss curve (the main host)."""
+    epoch = records[-1]["epoch"]
+    meta = {"config": cfg.to_dict(), "epoch": epoch, "step": int(state.step)}
+    ckpt.save(out.workdir / "checkpoints", epoch, state, meta, keep=out.keep_checkpoints)
+    if out.is_main and epoch in out.export_epochs:
+        _export_epoch(out.workdir, cfg, state, epoch)
+    if out.is_main:
+        _write_metrics(out.workdir / "metrics.jsonl", records)
+        plotting.plot_loss_curve(records, out.workdir / "loss.png")
 
 
 def _check_start(workdir: Path, resume: bool, warm_start: str | Path | None) -> bool:
@@ -556,69 +366,49 @@ def _record_warm_start(workdir: Path, warm_start: str | Path, epoch: int) -> Non
     atomic_json(workdir / "config.json", {**cfg_json, "warm_starts": warm_starts})
 
 
-def chunk_size(steps: int, most: int) -> int:
-    """Steps per jitted call: as few calls as ``most`` allows, as equal in length as possible.
-
-    Each distinct length is one more compilation of the scanned step, so 64 steps with
-    ``most=39`` run as 32 + 32, not 39 + 25; a full MNIST epoch (468 steps) as 12 x 39.
-
-    Args:
-        steps: Steps in the epoch.
-        most: Most steps per call.
-
-    Returns:
-        The chunk length (the last chunk may be shorter).
-    """
-    calls = -(-steps // most)
-    return -(-steps // calls)
-
-
 def _run_epoch(
-    run_steps: Callable,
+    loop: Any,
     state: TrainState,
-    images: jax.Array,
-    idx: jax.Array,
-    key: jax.Array,
+    epoch: int,
     chunk_steps: int,
     progress: bool,
     label: str,
-    ckdir: Path,
+    workdir: Path,
 ) -> tuple[TrainState, dict]:
-    """Run one epoch's steps in jitted chunks, with a progress bar and a NaN guard.
+    """One epoch of :func:`jaxdiff.pipeline.epoch_chunks`, with a progress bar and its record.
 
     Returns:
         The new state and the epoch's record: ``step``, step-weighted ``loss`` and
         ``grad_norm``, per-chunk losses, ``epoch_s`` and ``images_per_s``.
 
     Raises:
-        TrainingDiverged: If a loss is NaN or infinite (nothing of the epoch is saved).
+        TrainingDiverged: If a loss is NaN or infinite (nothing of the epoch is saved); the
+            message names the last good checkpoint.
     """
     from tqdm.auto import tqdm
 
-    steps, batch = idx.shape
     t0 = time.perf_counter()
     losses, gnorms, weights = [], [], []
-    bar = tqdm(total=steps, desc=label, disable=not progress, leave=False, mininterval=1.0)
-    size = chunk_size(steps, chunk_steps)
-    for s0 in range(0, steps, size):
-        state, m = run_steps(state, images, idx[s0 : s0 + size], key)
-        loss = np.asarray(m["loss"])
-        if not np.all(np.isfinite(loss)):
-            bar.close()
-            last = ckpt.latest_epoch(ckdir)
-            raise TrainingDiverged(
-                f"loss became {loss[~np.isfinite(loss)][0]} in {label.split('/')[0]} "
-                f"(around step {int(state.step)}); stopped without saving. Last good "
-                f"checkpoint: {'epoch ' + str(last) if last is not None else 'none'} in "
-                f"{ckdir}. Lower --lr or set --grad-clip."
-            )
-        losses.append(float(loss.mean()))
-        gnorms.append(float(np.asarray(m["grad_norm"]).mean()))
-        weights.append(len(loss))
-        rate = (s0 + len(loss)) * batch / (time.perf_counter() - t0)
-        bar.update(len(loss))
-        bar.set_postfix(loss=f"{losses[-1]:.4f}", img_s=f"{rate:.0f}")
-    bar.close()
+    n_steps = loop.images.shape[0] // loop.batch_size
+    bar = tqdm(total=n_steps, desc=label, disable=not progress, leave=False, mininterval=1.0)
+    try:
+        chunks = epoch_chunks(loop, state, epoch, chunk_steps)
+        for state, m in chunks:  # noqa: B007 - the last chunk's state is the epoch's
+            losses.append(float(m["loss"].mean()))
+            gnorms.append(float(m["grad_norm"].mean()))
+            weights.append(len(m["loss"]))
+            bar.update(len(m["loss"]))
+            rate = sum(weights) * loop.batch_size / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", img_s=f"{rate:.0f}")
+    except TrainingDiverged as err:
+        last = ckpt.latest_epoch(workdir / "checkpoints")
+        where = f"epoch {last}" if last is not None else "none"
+        raise TrainingDiverged(
+            f"{err} Stopped without saving. Last good checkpoint: {where} in "
+            f"{workdir / 'checkpoints'}. Lower --lr or set --grad-clip."
+        ) from None
+    finally:
+        bar.close()
     epoch_s = time.perf_counter() - t0
     rec = {
         "step": int(state.step),
@@ -626,7 +416,7 @@ def _run_epoch(
         "grad_norm": float(np.average(gnorms, weights=weights)),
         "chunk_loss": losses,
         "epoch_s": epoch_s,
-        "images_per_s": steps * batch / epoch_s,
+        "images_per_s": sum(weights) * loop.batch_size / epoch_s,
     }
     return state, rec
 
@@ -705,38 +495,3 @@ def load_run(
     target = jax.eval_shape(lambda p: init_train_state(p, pieces.tx), abstract_params(pieces))
     state, meta = ckpt.restore_checkpoint(ckdir, target, epoch)
     return cfg, pieces, state.ema_params if weights == "ema" else state.params, meta
-
-
-def cold_noise_tables(cfg: Config, noise: float | None = None) -> tuple[Any, Any]:
-    """A cold run's reverse-process noise: ``(step_noise, residual_sigmas)`` per step.
-
-    Args:
-        cfg: A cold run's config.
-        noise: Step noise level (default: the run's ``process.sample_noise``).
-
-    Returns:
-        The fresh step noise (``T + 1`` levels on the run's noise schedule) and, for a
-        noise level that grows with ``t``, the training noise levels by which Alg. 2
-        rescales its carried residual (``None`` for a constant schedule).
-    """
-    from jaxdiff.cold import noise_levels
-
-    p = cfg.process
-    step_noise = noise_levels(p.T, p.sample_noise if noise is None else noise, p.noise_schedule)
-    residual = (
-        None if p.noise_schedule == "constant" else noise_levels(p.T, p.noise, p.noise_schedule)
-    )
-    return step_noise, residual
-
-
-def default_sampler(cfg: Config) -> str:
-    """The sampler a run uses unless told otherwise.
-
-    DDPM: the starter's ancestral sampler. Cold: Bansal's Alg. 2, which for a noise level
-    that grows with ``t`` rescales the carried residual (the DDIM-like reading; measured
-    best for melt); with IHDM's constant training noise, Alg. 1 with fresh step noise.
-    """
-    p = cfg.process
-    if p.kind == "ddpm":
-        return "ancestral"
-    return "cold1" if p.noise > 0 and p.noise_schedule == "constant" else "cold2"

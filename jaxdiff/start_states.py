@@ -21,14 +21,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff.app.runner import run_keys
 from jaxdiff.cold import degrade_batch, example_keys
 from jaxdiff.config import Config
 from jaxdiff.data import load_mnist, normalize
 from jaxdiff.degradations import Degradation
+from jaxdiff.pipeline import run_keys
 
 if TYPE_CHECKING:
-    from jaxdiff.app.runner import Pieces
+    from jaxdiff.pipeline import Pieces
 
 
 class StartDistribution(NamedTuple):
@@ -294,7 +294,7 @@ def start_fn_for(
 
     Args:
         cfg: A cold run's config.
-        pieces: From :func:`jaxdiff.app.runner.build`.
+        pieces: From :func:`jaxdiff.pipeline.build`.
         data_dir: MNIST folder (when ``images`` is not given).
         images: Training images ``uint8 (N, 28, 28)``.
         noise_std: Gaussian noise added to each start state (model scale); default: the

@@ -110,11 +110,7 @@ def param_count(config: dict) -> int | None:
         import jax
 
         from jaxdiff.config import Config
-
-        try:
-            from jaxdiff.pipeline import build, init_params
-        except ImportError:  # a tree from before the assembly moved into the core
-            from jaxdiff.app.runner import build, init_params
+        from jaxdiff.pipeline import build, init_params
 
         pieces = build(Config.from_dict(config))
         shapes = jax.eval_shape(lambda: init_params(pieces, jax.random.PRNGKey(0)))

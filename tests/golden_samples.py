@@ -108,7 +108,7 @@ def draw(final: Path, data_dir: str, full: bool = False) -> dict[str, np.ndarray
     from jaxdiff import generate, load_run
     from jaxdiff.data import load_mnist, normalize
 
-    try:  # the start-state module of the application layer, where present
+    try:  # the core's start-state module, where present
         from jaxdiff.start_states import start_fn_for
     except ImportError:
         try:

@@ -19,10 +19,11 @@ import pytest
 
 from jaxdiff import kernels
 from jaxdiff.app import checkpoint as ckpt
-from jaxdiff.app.runner import build, generate, init_params, load_run
+from jaxdiff.app.runner import load_run
 from jaxdiff.config import Config, ModelConfig, ProcessConfig
 from jaxdiff.kernels import conv, native
 from jaxdiff.kernels.native import KernelFallbackWarning
+from jaxdiff.pipeline import build, generate, init_params
 
 
 @pytest.fixture

@@ -202,10 +202,7 @@ def test_run_numbers_and_config_diff(built):
     # parameter count equals the initialised model's
     import jax
 
-    try:
-        from jaxdiff.pipeline import build, init_params
-    except ImportError:  # a tree from before the assembly moved into the core
-        from jaxdiff.app.runner import build, init_params
+    from jaxdiff.pipeline import build, init_params
 
     params = init_params(build(_config()), jax.random.PRNGKey(0))
     n = sum(x.size for x in jax.tree_util.tree_leaves(params))

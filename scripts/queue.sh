@@ -9,7 +9,8 @@
 # repository root) exists. The file is read again after every job, so jobs can be added,
 # reordered or removed while the queue runs; the first job not done runs next. Training
 # commands should carry --resume (it starts fresh where no checkpoint exists), so a queue
-# restarted after the machine went away continues each run from its last epoch. The queue
+# restarted after the machine went away continues each run from its last epoch (from its
+# checkpoint, or where checkpoints are gone, from its latest export: see warm_if_needed). The queue
 # stops at the first job that fails (later jobs may need its output); fix it and restart.
 # Commands run with the repository's .venv first on PATH where there is one.
 set -uo pipefail
@@ -35,9 +36,27 @@ next_job() {
   return 1
 }
 
+# A run whose checkpoints are gone (a new machine: they are never committed) but whose metrics
+# and exports are here continues from its latest export instead (--warm-start: same data
+# order, keys and learning rates; Adam's moments restart, recorded in config.json).
+warm_if_needed() {
+  local cmd="$1" wd last
+  [[ "${cmd}" == *"--resume"* ]] || { echo "${cmd}"; return; }
+  wd="$(echo "${cmd}" | sed -n 's/.*--workdir \([^ ]*\).*/\1/p')"
+  if [[ -n "${wd}" && -f "${wd}/metrics.jsonl" && -z "$(ls -A "${wd}/checkpoints" 2>/dev/null)" ]]; then
+    last="$(ls -d "${wd}"/exports/epoch_[0-9][0-9][0-9] 2>/dev/null | sort | tail -1)"
+    if [[ -n "${last}" ]]; then
+      echo "[queue] ${wd} has no checkpoints: warm start from ${last}" >&2
+      cmd="${cmd/--resume/--warm-start ${last}}"
+    fi
+  fi
+  echo "${cmd}"
+}
+
 while line="$(next_job)"; do
   name="$(echo "${line}" | cut -d'|' -f1 | xargs)"
   cmd="$(echo "${line}" | cut -d'|' -f3-)"
+  cmd="$(warm_if_needed "${cmd}")"
   echo "[queue] $(date -u +%FT%TZ) start ${name}: ${cmd}"
   start=$(date +%s)
   bash -c "${cmd}" > "${LOGS}/${name}.log" 2>&1

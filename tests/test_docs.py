@@ -39,7 +39,8 @@ def test_readme_snippet_trains_and_samples_without_writing_files(tmp_path, data_
     assert os.listdir(tmp_path) == []  # nothing written where it ran
 
 
-def test_quickstart_notebook_executes(tmp_path, data_dir):
+def test_quickstart_notebook_executes(tmp_path, data_dir, monkeypatch):
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # CI exports Agg; the kernel draws inline
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(ROOT / "docs" / "quickstart.ipynb", as_version=4)

@@ -145,15 +145,26 @@ def _noise_table(noise: Any, T: int, what: str = "noise") -> np.ndarray:  # noqa
     return table
 
 
-def _keys(
-    degrade: Degradation, key: jax.Array | None, b: int, noise: np.ndarray
-) -> tuple[jax.Array | None, jax.Array | None]:
-    """Per-example degradation keys and the step-noise key (each ``None`` when unused)."""
+def _noise_and_keys(
+    degrade: Degradation,
+    key: jax.Array | None,
+    b: int,
+    noise: Any,
+    residual_sigmas: Any,
+    t_max: int,
+) -> tuple[np.ndarray, np.ndarray | None, jax.Array | None, jax.Array | None]:
+    """A reverse run's checked noise tables and keys: ``(noise, residual, keys, noise_key)``.
+
+    ``keys`` are the per-example degradation keys, ``noise_key`` the step-noise key; each is
+    ``None`` when unused.
+    """
+    noise = _noise_table(noise, t_max)
+    res = None if residual_sigmas is None else _noise_table(residual_sigmas, t_max, "residual")
     noisy = bool(noise.max() > 0)
     if noisy and key is None:
         raise ValueError("a stochastic reverse process (noise > 0) needs key=.")
     keys = example_keys(degrade, key, b)
-    return keys, (jax.random.fold_in(key, _NOISE_PURPOSE) if noisy else None)
+    return noise, res, keys, (jax.random.fold_in(key, _NOISE_PURPOSE) if noisy else None)
 
 
 def _batched(degrade: Degradation, x: jax.Array, t: jax.Array, keys: jax.Array | None):
@@ -302,9 +313,9 @@ def cold_sample(
     """
     t_max = _check_inputs(degrade, x_T, T, algorithm)
     grid = _time_grid(t_max, steps)
-    noise = _noise_table(noise, t_max)
-    res = None if residual_sigmas is None else _noise_table(residual_sigmas, t_max, "residual")
-    keys, noise_key = _keys(degrade, key, x_T.shape[0], noise)
+    noise, res, keys, noise_key = _noise_and_keys(
+        degrade, key, x_T.shape[0], noise, residual_sigmas, t_max
+    )
     x_T = jnp.asarray(x_T)  # noqa: N806
     return _run(apply_fn, params, degrade, x_T, grid, algorithm, keep, keys, noise, noise_key, res)
 
@@ -356,22 +367,27 @@ def restore(
         raise ValueError(f"t_start must be in 1..{t_max}, got {t_start}.")
     grid = _time_grid(int(t_start), steps)
     x0_real = jnp.asarray(x0_real)
-    noise = _noise_table(noise, t_max)
-    res = None if residual_sigmas is None else _noise_table(residual_sigmas, t_max, "residual")
-    keys, noise_key = _keys(degrade, key, x0_real.shape[0], noise)
+    noise, res, keys, noise_key = _noise_and_keys(
+        degrade, key, x0_real.shape[0], noise, residual_sigmas, t_max
+    )
     x_start = degrade_batch(degrade, x0_real, int(t_start), keys)
     start_sigma = float((res if res is not None else noise)[int(t_start)])
     if start_sigma > 0:  # the noisy state the restorer was trained on, also for Alg. 2 at 0
-        if key is None:
-            raise ValueError(
-                "restoring from a noisy state (residual_sigmas or noise > 0) needs key=."
-            )
-        nk = noise_key if noise_key is not None else jax.random.fold_in(key, _NOISE_PURPOSE)
-        z = jax.random.normal(jax.random.fold_in(nk, _START_PURPOSE), x_start.shape, x_start.dtype)
-        x_start = x_start + start_sigma * z
+        x_start = _add_start_noise(x_start, start_sigma, key, noise_key)
     return _run(
         apply_fn, params, degrade, x_start, grid, algorithm, keep, keys, noise, noise_key, res
     )
+
+
+def _add_start_noise(
+    x: jax.Array, sigma: float, key: jax.Array | None, noise_key: jax.Array | None
+) -> jax.Array:
+    """``x + sigma z``: a restore input made the noisy state its restorer was trained on."""
+    if key is None:
+        raise ValueError("restoring from a noisy state (residual_sigmas or noise > 0) needs key=.")
+    nk = noise_key if noise_key is not None else jax.random.fold_in(key, _NOISE_PURPOSE)
+    z = jax.random.normal(jax.random.fold_in(nk, _START_PURPOSE), x.shape, x.dtype)
+    return x + sigma * z
 
 
 @partial(jax.jit, static_argnames=("degrade", "t"))

@@ -107,6 +107,40 @@ def _fit_gmm(
     return w, means, var
 
 
+def _degrade_all(
+    degrade: Degradation, x: np.ndarray, t: int, key: jax.Array, batch: int
+) -> np.ndarray:
+    """``D(x, t)`` of every image, ``batch`` per jitted call, as ``float64``.
+
+    Batch ``i`` (starting at image ``i``) draws a stochastic degradation's noise from
+    ``fold_in(key, i)``.
+    """
+    parts = []
+    for i in range(0, len(x), batch):
+        xb = jnp.asarray(x[i : i + batch])
+        keys = example_keys(degrade, jax.random.fold_in(key, i), xb.shape[0])
+        parts.append(np.asarray(degrade_batch(degrade, xb, t, keys)))
+    return np.concatenate(parts).astype(np.float64)
+
+
+def _principal_components(xt: np.ndarray, n_pca: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images ``(N, H, W, C)`` -> their mean, leading principal directions and coordinates.
+
+    Returns ``mean (H, W, C)``, orthonormal ``basis (d, H, W, C)`` and ``z (N, d)``, with
+    ``d`` at most ``n_pca`` and the number of singular values above ``1e-4`` of the
+    largest, and at least 1.
+    """
+    shape = xt.shape[1:]
+    flat = xt.reshape(len(xt), -1)
+    mean = flat.mean(0)
+    _, sv, vt = np.linalg.svd(flat - mean, full_matrices=False)
+    keep = sv > sv[0] * 1e-4 if sv[0] > 0 else np.zeros_like(sv, dtype=bool)
+    d = int(max(1, min(n_pca, keep.sum())))
+    basis = vt[:d]
+    z = (flat - mean) @ basis.T
+    return mean.reshape(shape), basis.reshape((d, *shape)), z
+
+
 def fit_start_distribution(
     degrade: Degradation,
     images: Any,
@@ -155,27 +189,14 @@ def fit_start_distribution(
         x = x[idx]
     if len(x) < n_components:
         raise ValueError(f"need at least n_components={n_components} images, got {len(x)}.")
-    parts = []
-    for i in range(0, len(x), batch):
-        xb = jnp.asarray(x[i : i + batch])
-        keys = example_keys(degrade, jax.random.fold_in(k_noise, i), xb.shape[0])
-        parts.append(np.asarray(degrade_batch(degrade, xb, t_max, keys)))
-    xt = np.concatenate(parts).astype(np.float64)
-    shape = xt.shape[1:]
-    flat = xt.reshape(len(xt), -1)
-    mean = flat.mean(0)
-    _, sv, vt = np.linalg.svd(flat - mean, full_matrices=False)
-    keep = sv > sv[0] * 1e-4 if sv[0] > 0 else np.zeros_like(sv, dtype=bool)
-    d = int(max(1, min(n_pca, keep.sum())))
-    basis = vt[:d]
-    z = (flat - mean) @ basis.T
+    mean, basis, z = _principal_components(_degrade_all(degrade, x, t_max, k_noise, batch), n_pca)
     floor = 1e-6 * max(float(z.var(0).max()), 1e-12)
     seed = int(jax.random.randint(k_fit, (), 0, 2**31 - 1))
     w, mu, var = _fit_gmm(z, n_components, np.random.default_rng(seed), iters, floor)
     f32 = partial(jnp.asarray, dtype=jnp.float32)
     return StartDistribution(
-        mean=f32(mean.reshape(shape)),
-        basis=f32(basis.reshape((d, *shape))),
+        mean=f32(mean),
+        basis=f32(basis),
         weights=f32(w),
         means=f32(mu),
         variances=f32(var),

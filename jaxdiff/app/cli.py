@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jaxdiff import recipes
 from jaxdiff.app.checkpoint import CheckpointError
@@ -27,6 +27,9 @@ from jaxdiff.paths import (
     check_writable_file,
     load_samples,
 )
+
+if TYPE_CHECKING:
+    from jaxdiff.fidelity.evaluation import Reference, SampleScores
 
 USER_ERRORS = (DataError, CheckpointError, ValueError)
 #: ``--conv-impl`` value of the sampling drivers that keeps the run's recorded implementation.
@@ -339,20 +342,10 @@ def _degradation_options(
     return tuple(sorted(options.items()))
 
 
-def config_from_args(
+def _check_training_flags(
     args: argparse.Namespace, parser: argparse.ArgumentParser, kind: str
-) -> Config:
-    """Turn parsed flags into a :class:`Config`, rejecting inconsistent ones via ``parser``.
-
-    Args:
-        args: Parsed flags.
-        parser: The parser (its ``error`` prints usage and exits 2).
-        kind: ``"ddpm"`` or ``"cold"``.
-
-    Returns:
-        The run config.
-    """
-    hidden = args.hidden or ((16, 32, 32, 16) if args.model == "cnn" else (32, 64, 64))
+) -> None:
+    """Reject inconsistent training and network flags; fill in a scaled ``--warmup-steps``."""
     if not 0.0 <= args.ema < 1.0:
         parser.error(f"--ema must be in [0, 1), got {args.ema}")
     if args.limit < 0:
@@ -372,14 +365,18 @@ def config_from_args(
         parser.error(
             "--attention, --res-blocks and --no-norm-fp32 shape the UNet; add --model unet"
         )
+
+
+def _model_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ModelConfig:
+    """The network's config; checks ``--conv-impl`` and builds its native kernels now."""
     from jaxdiff.kernels import available_convs, prepare, resolve_conv_impl
 
     if args.conv_impl not in available_convs():
         parser.error(f"--conv-impl {args.conv_impl!r} unknown; choose from {available_convs()}")
     prepare(args.conv_impl)  # builds the native kernels now, announced, where they may run
-    model = ModelConfig(
+    return ModelConfig(
         name=args.model,
-        hidden=hidden,
+        hidden=args.hidden or ((16, 32, 32, 16) if args.model == "cnn" else (32, 64, 64)),
         kernel_size=args.kernel_size,
         ln_over_channels=args.ln_over_channels,
         precision=args.precision,
@@ -388,33 +385,59 @@ def config_from_args(
         res_blocks=args.res_blocks,
         norm_fp32=args.norm_fp32,
     )
+
+
+def _process_config(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, kind: str
+) -> ProcessConfig:
+    """The forward process's config: DDPM's schedule, or cold's degradation and noise."""
     if kind == "ddpm":
         if not 0.0 < args.beta1 < args.beta2 < 1.0:
             parser.error(f"need 0 < --beta1 < --beta2 < 1, got {args.beta1}, {args.beta2}")
         flags = ("T", "schedule", "beta1", "beta2", "prediction", "weighting")
-        process = ProcessConfig(kind="ddpm", **{f: getattr(args, f) for f in flags})
-    else:
-        from jaxdiff.degradations import default_T
+        return ProcessConfig(kind="ddpm", **{f: getattr(args, f) for f in flags})
+    from jaxdiff.degradations import default_T
 
-        try:
-            T = args.T or default_T(args.degradation)  # noqa: N806
-        except ValueError as err:
-            parser.error(f"--degradation: {err}")
-        options = _degradation_options(parser, args.degradation, T, args.degradation_option)
-        if args.noise < 0 or (args.sample_noise is not None and args.sample_noise < 0):
-            parser.error("--noise and --sample-noise must be >= 0")
-        factor = 1.25 if args.noise_schedule == "constant" else 0.0
-        sample_noise = factor * args.noise if args.sample_noise is None else args.sample_noise
-        process = ProcessConfig(
-            kind="cold",
-            T=T,
-            degradation=args.degradation,
-            degradation_options=options,
-            loss=args.loss,
-            noise=args.noise,
-            noise_schedule=args.noise_schedule,
-            sample_noise=sample_noise,
-        )
+    try:
+        T = args.T or default_T(args.degradation)  # noqa: N806
+    except ValueError as err:
+        parser.error(f"--degradation: {err}")
+    options = _degradation_options(parser, args.degradation, T, args.degradation_option)
+    if args.noise < 0 or (args.sample_noise is not None and args.sample_noise < 0):
+        parser.error("--noise and --sample-noise must be >= 0")
+    factor = 1.25 if args.noise_schedule == "constant" else 0.0
+    sample_noise = factor * args.noise if args.sample_noise is None else args.sample_noise
+    return ProcessConfig(
+        kind="cold",
+        T=T,
+        degradation=args.degradation,
+        degradation_options=options,
+        loss=args.loss,
+        noise=args.noise,
+        noise_schedule=args.noise_schedule,
+        sample_noise=sample_noise,
+    )
+
+
+def config_from_args(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, kind: str
+) -> Config:
+    """Turn parsed flags into a :class:`Config`, rejecting inconsistent ones via ``parser``.
+
+    Also fills in the flags whose defaults depend on others: ``args.warmup_steps`` (scaled
+    to short runs) and ``args.workdir`` (``runs/<name>``).
+
+    Args:
+        args: Parsed flags.
+        parser: The parser (its ``error`` prints usage and exits 2).
+        kind: ``"ddpm"`` or ``"cold"``.
+
+    Returns:
+        The run config.
+    """
+    _check_training_flags(args, parser, kind)
+    model = _model_config(args, parser)
+    process = _process_config(args, parser, kind)
     flags = ("lr", "batch_size", "epochs", "seed", "limit", "grad_clip", "lr_schedule")
     train = TrainConfig(
         ema_decay=args.ema, warmup_steps=args.warmup_steps, **{f: getattr(args, f) for f in flags}
@@ -544,6 +567,55 @@ def _start_fn(cfg, pieces, data_dir, images, kind: str, noise_std: float | None)
     raise ValueError(f"--start {kind!r} unknown; use fitted or oracle.")
 
 
+def _start_flags(args: argparse.Namespace) -> tuple[str, float | None]:
+    """``--start`` and ``--start-noise`` (``"fitted"`` and ``None`` when absent)."""
+    return getattr(args, "start", None) or "fitted", getattr(args, "start_noise", None)
+
+
+def _cold_start(args: argparse.Namespace, cfg: Config, pieces, images, sampler: str):
+    """The start-state sampler a cold run draws from (``None`` for DDPM, where none applies)."""
+    start_kind, start_noise = _start_flags(args)
+    if cfg.process.kind == "cold":
+        return _start_fn(cfg, pieces, args.data_dir, images, start_kind, start_noise)
+    if start_kind != "fitted" or start_noise is not None or sampler == "start":
+        raise ValueError("--start, --start-noise and --sampler start apply to cold runs only.")
+    return None
+
+
+def _draw_info(
+    args: argparse.Namespace,
+    cfg: Config,
+    meta: dict,
+    sampler: str,
+    seconds: float,
+    *,
+    weights: str,
+    clip_x0: str | bool,
+) -> dict:
+    """The JSON-ready record of a draw by :func:`draw_samples` (its flags as resolved)."""
+    from jaxdiff.samplers import SAMPLERS
+
+    cold = cfg.process.kind == "cold"
+    noise = getattr(args, "sample_noise", None)
+    start_kind, start_noise = _start_flags(args)
+    return {
+        "checkpoint": str(args.checkpoint),
+        "epoch": meta.get("epoch"),
+        "process": cfg.process.kind,
+        "sampler": sampler,
+        "steps": args.steps or SAMPLERS[sampler].default_steps(cfg),
+        "eta": args.eta if sampler == "ddim" else None,
+        "clip_x0": clip_x0 if SAMPLERS[sampler].clips else None,
+        "noise": (cfg.process.sample_noise if noise is None else noise) if cold else None,
+        "sample_seconds": seconds,
+        "seed": args.seed,
+        "start": start_kind if cold else None,
+        "start_noise": start_noise,
+        "weights": weights,
+        "conv_impl": cfg.model.conv_impl,
+    }
+
+
 def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tuple[object, dict]:
     """Load a checkpoint named by ``args`` and draw ``args.n`` samples, timing the draw.
 
@@ -567,23 +639,17 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
     from jaxdiff.app.runner import load_run
     from jaxdiff.kernels import prepare
     from jaxdiff.pipeline import generate
-    from jaxdiff.samplers import SAMPLERS, default_sampler
+    from jaxdiff.samplers import default_sampler
 
-    weights = getattr(args, "weights", "ema")
     clip_x0 = getattr(args, "clip_x0", None) or False
     conv_impl = getattr(args, "conv_impl", RECORDED)
     conv_impl = None if conv_impl == RECORDED else conv_impl
     tune_process()
     prepare(conv_impl)  # the native kernels, built now where they may run (not mid-trace)
+    weights = getattr(args, "weights", "ema")
     cfg, pieces, params, meta = load_run(args.checkpoint, args.epoch, weights, conv_impl)
     sampler = args.sampler or default_sampler(cfg)
-    start = None
-    start_kind = getattr(args, "start", None) or "fitted"
-    start_noise = getattr(args, "start_noise", None)
-    if cfg.process.kind == "cold":
-        start = _start_fn(cfg, pieces, args.data_dir, images, start_kind, start_noise)
-    elif start_kind != "fitted" or start_noise is not None or sampler == "start":
-        raise ValueError("--start, --start-noise and --sampler start apply to cold runs only.")
+    start = _cold_start(args, cfg, pieces, images, sampler)
     t0 = time.perf_counter()
     x = generate(
         cfg,
@@ -599,27 +665,8 @@ def draw_samples(args: argparse.Namespace, images=None, batch: int = 250) -> tup
         clip_x0=clip_x0,
         noise=getattr(args, "sample_noise", None),
     )
-    default_steps = SAMPLERS[sampler].default_steps(cfg)
-    noise = getattr(args, "sample_noise", None)
-    info = {
-        "checkpoint": str(args.checkpoint),
-        "epoch": meta.get("epoch"),
-        "process": cfg.process.kind,
-        "sampler": sampler,
-        "steps": args.steps or default_steps,
-        "eta": args.eta if sampler == "ddim" else None,
-        "clip_x0": clip_x0 if SAMPLERS[sampler].clips else None,
-        "noise": (cfg.process.sample_noise if noise is None else noise)
-        if cfg.process.kind == "cold"
-        else None,
-        "sample_seconds": round(time.perf_counter() - t0, 2),
-        "seed": args.seed,
-        "start": start_kind if cfg.process.kind == "cold" else None,
-        "start_noise": start_noise,
-        "weights": weights,
-        "conv_impl": cfg.model.conv_impl,
-    }
-    return x, info
+    seconds = round(time.perf_counter() - t0, 2)
+    return x, _draw_info(args, cfg, meta, sampler, seconds, weights=weights, clip_x0=clip_x0)
 
 
 def sample_command(args: argparse.Namespace) -> int:
@@ -708,6 +755,64 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluation_inputs(args: argparse.Namespace) -> tuple[Any, dict, Any, Any]:
+    """The samples to score (read from ``--samples`` or drawn) and MNIST's train and test sets.
+
+    ``--samples`` is read (and checked) before anything is computed.
+    """
+    from jaxdiff.data import load_mnist
+
+    x, info = None, {}
+    if args.samples is not None:
+        x = load_samples(args.samples, args.n)
+        info = {"samples": str(args.samples)}
+    train, _ = load_mnist("train", args.data_dir)
+    test, _ = load_mnist("test", args.data_dir)
+    if args.checkpoint is not None:
+        x, info = draw_samples(args, images=train, batch=args.batch)
+    return x, info, train, test
+
+
+def _per_class_grid(images: Any, per_class: list) -> Any:
+    """Rows 0-9 of the samples predicted as each digit, padded with black to one width."""
+    import numpy as np
+
+    rows = [images[idx] if len(idx) else np.zeros((0, 28, 28, 1), np.float32) for idx in per_class]
+    width = max(1, max(len(r) for r in rows))
+    grid = np.full((10, width, 28, 28, 1), -0.5, np.float32)
+    for c, r in enumerate(rows):
+        grid[c, : len(r)] = r
+    return grid
+
+
+def _write_galleries(
+    out: Path, scores: SampleScores, ranks: dict, ref: Reference, class_hist: list[float]
+) -> None:
+    """Write the evaluation's galleries and class histogram into ``out``."""
+    import numpy as np
+
+    from jaxdiff.app import plotting
+
+    xs = scores.images
+    plotting.save_grid(xs[ranks["confident"]], out / "confident.png", title="most confident")
+    plotting.save_grid(xs[ranks["unconfident"]], out / "unconfident.png", title="least confident")
+    pairs = np.stack([xs[ranks["nn_closest"]], ref.train_images[ranks["nn_closest_train"]]], 1)
+    plotting.save_strip(
+        pairs[:8].swapaxes(0, 1), out / "nn_closest.png", title="closest to training (top: sample)"
+    )
+    plotting.save_grid(
+        xs[ranks["nn_farthest"]], out / "nn_farthest.png", title="farthest from training"
+    )
+    grid = _per_class_grid(xs, ranks["per_class"])
+    plotting.save_strip(grid, out / "per_class.png", title="per predicted class (rows 0-9)")
+    plotting.plot_bars(
+        np.asarray(class_hist),
+        [str(i) for i in range(10)],
+        out / "class_hist.png",
+        "class histogram of samples",
+    )
+
+
 def evaluate_command(args: argparse.Namespace) -> int:
     """Sample from a checkpoint (or read samples), score them, write metrics and galleries.
 
@@ -727,10 +832,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
     import time
 
     import jax
-    import numpy as np
 
-    from jaxdiff.app import plotting
-    from jaxdiff.data import load_mnist, normalize
+    from jaxdiff.data import normalize
     from jaxdiff.fidelity.classifier import DEFAULT_FEATURES, default_classifier
     from jaxdiff.fidelity.evaluation import (
         evaluate_samples,
@@ -744,25 +847,13 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if (args.checkpoint is None) == (args.samples is None):
         return fail("give exactly one of --checkpoint DIR or --samples FILE.npy")
     out = Path(args.out)
-    info: dict = {}
     try:
         check_paths(data_dir=args.data_dir, checkpoint=args.checkpoint, out_dir=out)
         clf = default_classifier(getattr(args, "features", DEFAULT_FEATURES))  # sha256 checked
-        if args.samples is not None:  # checked (and read) before anything is computed
-            x = load_samples(args.samples, args.n)
-            info = {"samples": str(args.samples)}
-        train, _ = load_mnist("train", args.data_dir)
-        test, _ = load_mnist("test", args.data_dir)
-        if args.checkpoint is not None:
-            x, info = draw_samples(args, images=train, batch=args.batch)
+        x, info, train, test = _evaluation_inputs(args)
         t1 = time.perf_counter()
-        ref = prepare_reference(
-            normalize(train),
-            normalize(test),
-            jax.random.key(args.eval_seed),
-            n=args.n,
-            classifier=clf,
-        )
+        key = jax.random.key(args.eval_seed)
+        ref = prepare_reference(normalize(train), normalize(test), key, n=args.n, classifier=clf)
         scores = score_samples(x, ref)
         result = evaluate_samples(
             x, None, None, jax.random.key(args.eval_seed + 1), reference=ref, scores=scores
@@ -776,30 +867,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     result.update(features=clf.network, features_sha256=clf.card.get("sha256"))
     atomic_npy(out / "samples.npy", x)
     atomic_json(out / "metrics.json", result, default=float)
-    xs = scores.images
-    plotting.save_grid(xs[ranks["confident"]], out / "confident.png", title="most confident")
-    plotting.save_grid(xs[ranks["unconfident"]], out / "unconfident.png", title="least confident")
-    pairs = np.stack([xs[ranks["nn_closest"]], ref.train_images[ranks["nn_closest_train"]]], 1)
-    plotting.save_strip(
-        pairs[:8].swapaxes(0, 1), out / "nn_closest.png", title="closest to training (top: sample)"
-    )
-    plotting.save_grid(
-        xs[ranks["nn_farthest"]], out / "nn_farthest.png", title="farthest from training"
-    )
-    rows = [
-        xs[idx] if len(idx) else np.zeros((0, 28, 28, 1), np.float32) for idx in ranks["per_class"]
-    ]
-    width = max(1, max(len(r) for r in rows))
-    grid = np.full((10, width, 28, 28, 1), -0.5, np.float32)
-    for c, r in enumerate(rows):
-        grid[c, : len(r)] = r
-    plotting.save_strip(grid, out / "per_class.png", title="per predicted class (rows 0-9)")
-    plotting.plot_bars(
-        np.asarray(result["class_hist"]),
-        [str(i) for i in range(10)],
-        out / "class_hist.png",
-        "class histogram of samples",
-    )
+    _write_galleries(out, scores, ranks, ref, result["class_hist"])
     keys = ("fd", "fd_ci", "kid", "kid_ci", "precision", "recall", "class_kl", "confidence")
     print(json.dumps({k: result.get(k) for k in keys if k in result} | info, default=float))
     return 0

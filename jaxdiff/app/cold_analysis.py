@@ -8,14 +8,19 @@ Restoration error against ``t``, diversity, and the effect of the start-state sa
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff.config import Config
+from jaxdiff.paths import atomic_json
+
+if TYPE_CHECKING:
+    from jaxdiff.degradations import Degradation
 
 StartFn = Callable[[jax.Array, int], jax.Array]
 
@@ -58,40 +63,36 @@ def restoration_errors(
     alg = algorithm or int(default_sampler(cfg)[-1])
     step_noise, residual = cold_noise_tables(cfg)
     sigma = noise_levels(p.T, p.noise, p.noise_schedule)
-    degrade = pieces.degrade
+    net = (pieces.apply_fn, params, pieces.degrade)
     x0 = jnp.asarray(x0, jnp.float32)
-    b = x0.shape[0]
+    mse = partial(_mse, x0)
     out = []
     for t in (int(t) for t in ts):
-        k = jax.random.fold_in(key, t)
-        kd, kz, kr = jax.random.split(k, 3)
-        tt = jnp.full((b,), t, jnp.int32)
-        if degrade.stochastic:
-            x_t = jax.vmap(degrade)(x0, tt, jax.random.split(kd, b))
-        else:
-            x_t = jax.vmap(degrade)(x0, tt)
-        x_t = x_t + float(sigma[t]) * jax.random.normal(kz, x_t.shape, x_t.dtype)
-        one = pieces.apply_fn(params, x_t, jnp.full((b,), t / p.T, jnp.float32))
-        rest = restore(
-            pieces.apply_fn,
-            params,
-            degrade,
-            x0,
-            t,
-            p.T,
-            alg,
-            key=kr,
-            noise=step_noise,
-            residual_sigmas=residual,
-        )
-
-        def mse(x):
-            return float(jnp.mean((jnp.asarray(x, jnp.float32) - x0) ** 2))
-
+        kd, kz, kr = jax.random.split(jax.random.fold_in(key, t), 3)
+        x_t = _noisy_degraded(pieces.degrade, x0, t, float(sigma[t]), kd, kz)
+        one = pieces.apply_fn(params, x_t, jnp.full((x0.shape[0],), t / p.T, jnp.float32))
+        rest = restore(*net, x0, t, p.T, alg, key=kr, noise=step_noise, residual_sigmas=residual)
         out.append(
             {"t": t, "mse_input": mse(x_t), "mse_one_shot": mse(one), "mse_restored": mse(rest)}
         )
     return out
+
+
+def _mse(x0: jax.Array, x: Any) -> float:
+    """Mean squared error of ``x`` to the clean images ``x0``."""
+    return float(jnp.mean((jnp.asarray(x, jnp.float32) - x0) ** 2))
+
+
+def _noisy_degraded(
+    degrade: Degradation, x: jax.Array, t: int, sigma: float, kd: jax.Array, kz: jax.Array
+) -> jax.Array:
+    """``D(x, t) + sigma z``, the noisy state restorers train on (``kd``: a stochastic D's key)."""
+    tt = jnp.full((x.shape[0],), t, jnp.int32)
+    if degrade.stochastic:
+        x_t = jax.vmap(degrade)(x, tt, jax.random.split(kd, x.shape[0]))
+    else:
+        x_t = jax.vmap(degrade)(x, tt)
+    return x_t + sigma * jax.random.normal(kz, x_t.shape, x_t.dtype)
 
 
 def pairwise_distances(x: Any, key: jax.Array, n_pairs: int = 20000) -> dict:
@@ -167,12 +168,7 @@ def start_variants(
     def oracle(key: jax.Array, n: int) -> jax.Array:
         ki, kd, kz = jax.random.split(key, 3)
         x = test[jax.random.randint(ki, (n,), 0, test.shape[0])]
-        tt = jnp.full((n,), T, jnp.int32)
-        if degrade.stochastic:
-            x_T = jax.vmap(degrade)(x, tt, jax.random.split(kd, n))  # noqa: N806
-        else:
-            x_T = jax.vmap(degrade)(x, tt)  # noqa: N806
-        return x_T + noise_std * jax.random.normal(kz, x_T.shape, x_T.dtype)
+        return _noisy_degraded(degrade, x, T, noise_std, kd, kz)
 
     def single(key: jax.Array, n: int) -> jax.Array:
         z = jax.random.normal(key, (n, *shared.shape[1:]), shared.dtype)
@@ -213,17 +209,12 @@ def analyze_cold_run(
     Raises:
         ValueError: For a DDPM run or ``n < 2``.
     """
-    from jaxdiff.app import plotting
     from jaxdiff.app.runner import load_run
-    from jaxdiff.data import load_mnist, normalize
-    from jaxdiff.fidelity.evaluation import evaluate_samples, prepare_reference
-    from jaxdiff.paths import atomic_json
-    from jaxdiff.pipeline import generate
-    from jaxdiff.samplers import default_sampler
+    from jaxdiff.data import load_mnist
 
     if n < 2:
         raise ValueError(f"n must be at least 2, got {n}.")
-    cfg, pieces, params, meta = load_run(checkpoint)
+    cfg, pieces, params, _ = load_run(checkpoint)
     if cfg.process.kind != "cold":
         raise ValueError(
             f"{checkpoint} is a {cfg.process.kind} run; the analyses are for cold runs."
@@ -232,10 +223,33 @@ def analyze_cold_run(
     key = jax.random.key(seed)
     train, _ = load_mnist("train", data_dir)
     test, _ = load_mnist("test", data_dir)
+    run = (cfg, pieces, params)
+    rest = _restoration_analysis(*run, test, n_restore, n_times, jax.random.fold_in(key, 1), out)
+    rows = _start_state_rows(*run, train, test, n, n_restore, key, out)
+    result = {"restoration": rest, "start_states": {"n": n, "seed": seed, "rows": rows}}
+    atomic_json(out / "start_states.json", result["start_states"], default=float)
+    return result
+
+
+def _restoration_analysis(
+    cfg: Config,
+    pieces: Any,
+    params: Any,
+    test: np.ndarray,
+    n_restore: int,
+    n_times: int,
+    key: jax.Array,
+    out: Path,
+) -> list[dict]:
+    """Restoration errors of the last ``n_restore`` test digits at ``n_times`` start times."""
+    from jaxdiff.app import plotting
+    from jaxdiff.data import normalize
+    from jaxdiff.samplers import default_sampler
+
     T = cfg.process.T  # noqa: N806
     ts = sorted({int(t) for t in np.linspace(1, T, n_times).round()})
     x0 = jnp.asarray(normalize(test[-n_restore:]))
-    rest = restoration_errors(cfg, pieces, params, x0, ts, jax.random.fold_in(key, 1))
+    rest = restoration_errors(cfg, pieces, params, x0, ts, key)
     atomic_json(out / "restoration.json", {"n": n_restore, "times": rest})
     plotting.plot_curves(
         {
@@ -252,8 +266,31 @@ def analyze_cold_run(
         title=f"restoring {n_restore} test digits from t",
         logy=True,
     )
+    return rest
+
+
+def _start_state_rows(
+    cfg: Config,
+    pieces: Any,
+    params: Any,
+    train: np.ndarray,
+    test: np.ndarray,
+    n: int,
+    n_restore: int,
+    key: jax.Array,
+    out: Path,
+) -> dict[str, dict]:
+    """Metrics of ``n`` samples per start-state variant beside real test digits; grids to ``out``.
+
+    The variants' oracle draws from the test digits other than the last ``n_restore``.
+    """
+    from jaxdiff.app import plotting
+    from jaxdiff.data import normalize
+    from jaxdiff.fidelity.evaluation import evaluate_samples, prepare_reference
+    from jaxdiff.pipeline import generate
+    from jaxdiff.samplers import default_sampler
+
     ref = prepare_reference(normalize(train), normalize(test), jax.random.key(0), n=n)
-    real = normalize(test[:n])
     keep = ("fd", "fd_ci", "recall", "precision", "class_hist", "nn_dist_ratio")
 
     def row(x: Any) -> dict:
@@ -262,7 +299,7 @@ def analyze_cold_run(
         r["pairwise"] = pairwise_distances(x, jax.random.fold_in(key, 2))
         return r
 
-    rows = {"real test": row(real)}
+    rows = {"real test": row(normalize(test[:n]))}
     variants = start_variants(cfg, pieces, train, test[:-n_restore], jax.random.fold_in(key, 3))
     for name, start in variants.items():
         x = generate(
@@ -270,9 +307,7 @@ def analyze_cold_run(
         )
         rows[name] = row(x)
         plotting.save_grid(x[:64], out / f"start_{name}.png", title=f"start states: {name}")
-    result = {"restoration": rest, "start_states": {"n": n, "seed": seed, "rows": rows}}
-    atomic_json(out / "start_states.json", result["start_states"], default=float)
-    return result
+    return rows
 
 
 def cold_figures(
@@ -303,32 +338,54 @@ def cold_figures(
         n_digits: Rows.
         n_cols: Columns (times).
     """
-    from jaxdiff.app import plotting
-    from jaxdiff.cold import cold_sample, restore
     from jaxdiff.data import normalize
-    from jaxdiff.degradations import degradation_strip
     from jaxdiff.pipeline import run_keys
-    from jaxdiff.samplers import cold_noise_tables, default_sampler
 
     workdir = Path(workdir)
-    T = cfg.process.T  # noqa: N806
     keys = run_keys(cfg.train.seed)
     x0 = jnp.asarray(normalize(images[:n_digits]))
-    ts = np.round(np.linspace(0, T, n_cols)).astype(int)
-    k = jax.random.fold_in(keys.sample, 2)
-    stoch = pieces.degrade.stochastic
-    strip = degradation_strip(pieces.degrade, x0, ts, key=k if stoch else None)
+    strip_key = jax.random.fold_in(keys.sample, 2)
+    _save_degradation_strip(cfg, pieces.degrade, x0, n_cols, strip_key, workdir)
+    x_T = start(jax.random.fold_in(keys.sample, 3), n_digits)  # noqa: N806
+    reverse_key = jax.random.fold_in(keys.sample, 4)
+    _save_reverse_strips(cfg, pieces, params, x0, x_T, n_cols, reverse_key, workdir)
+
+
+def _save_degradation_strip(
+    cfg: Config, degrade: Degradation, x0: jax.Array, n_cols: int, key: jax.Array, workdir: Path
+) -> None:
+    """Write ``degradation_strip.png``: ``D(x0, t)`` at ``n_cols`` evenly spaced times."""
+    from jaxdiff.app import plotting
+    from jaxdiff.degradations import degradation_strip
+
+    ts = np.round(np.linspace(0, cfg.process.T, n_cols)).astype(int)
+    strip = degradation_strip(degrade, x0, ts, key=key if degrade.stochastic else None)
     labels = [f"t={t}" for t in ts]
     plotting.save_strip(
         strip, workdir / "degradation_strip.png", labels, f"{cfg.process.degradation}: D(x0, t)"
     )
-    x_T = start(jax.random.fold_in(keys.sample, 3), n_digits)  # noqa: N806
+
+
+def _save_reverse_strips(
+    cfg: Config,
+    pieces: Any,
+    params: Any,
+    x0: jax.Array,
+    x_T: jax.Array,  # noqa: N803
+    n_cols: int,
+    key: jax.Array,
+    workdir: Path,
+) -> None:
+    """Write ``trajectory.png`` (from ``x_T``) and ``restoration.png`` (``x0`` from ``T / 2``)."""
+    from jaxdiff.app import plotting
+    from jaxdiff.cold import cold_sample, restore
+    from jaxdiff.samplers import cold_noise_tables, default_sampler
+
+    T = cfg.process.T  # noqa: N806
     alg = int(default_sampler(cfg)[-1])
     step_noise, residual = cold_noise_tables(cfg)
-    k = jax.random.fold_in(keys.sample, 4)
-    noisy = dict(key=k, noise=step_noise, residual_sigmas=residual)
     net = (pieces.apply_fn, params, pieces.degrade)
-    kw = dict(keep=n_cols, **noisy)
+    kw = dict(keep=n_cols, key=key, noise=step_noise, residual_sigmas=residual)
     runs = (
         ("trajectory", "generation (Alg. {alg}), from start states to samples",
          lambda: cold_sample(*net, x_T, T, alg, **kw)),

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import matplotlib
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from jaxdiff.data import to_uint8
@@ -274,65 +275,72 @@ def plot_ci_panels(
     for p in panels:
         for label in p.get("series", {}):
             order.setdefault(label, len(order))
+    color = {label: colors[i % len(colors)] for label, i in order.items()}
     for i, ax in enumerate(axes.flat):
         if i >= len(panels):
             ax.axis("off")
             continue
-        p = panels[i]
-        for label, s in p.get("series", {}).items():
-            x, y = np.asarray(s[0], float), np.asarray(s[1], float)
-            c = colors[order[label] % len(colors)]
-            if len(s) == 4 and s[2] is not None and s[3] is not None:
-                lo, hi = np.asarray(s[2], float), np.asarray(s[3], float)
-                yerr = np.stack([np.maximum(y - lo, 0), np.maximum(hi - y, 0)])
-                ax.errorbar(x, y, yerr=yerr, fmt="o-", ms=3, lw=1, capsize=2, color=c, label=label)
-            else:
-                ax.plot(x, y, "o-", ms=3, lw=1, color=c, label=label)
-        styles = ("--", ":", "-.")
-        for j, (label, yv) in enumerate(p.get("hlines", {}).items()):
-            ax.axhline(yv, ls=styles[j % 3], lw=1, color="0.35", label=label)
-        for j, (label, (xv, yv)) in enumerate(p.get("points", {}).items()):
-            ax.plot(
-                np.atleast_1d(xv),
-                np.atleast_1d(yv),
-                marker="*x+"[j % 3],
-                ms=8,
-                ls="none",
-                color="k",
-                label=label,
-            )
-        if p.get("logx"):
-            ax.set_xscale("log")
-        if p.get("logy"):
-            ax.set_yscale("log")
-        ax.set_xlabel(p.get("xlabel", ""))
-        ax.set_ylabel(p.get("ylabel", ""))
-        if p.get("title"):
-            ax.set_title(p["title"], fontsize=9)
-        if not legend_below and p.get("legend", True) and ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6)
-        ax.grid(alpha=0.3)
+        _draw_ci_panel(ax, panels[i], color, legend=not legend_below)
     if title:
         fig.suptitle(title, fontsize=9)
-    if legend_below:
-        seen: dict[str, object] = {}
-        for ax in axes.flat:
-            for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-                seen.setdefault(lab, h)
-        fig.tight_layout()
-        if seen:  # hung below the axes; the tight bounding box of _save takes it in
-            fig.legend(
-                seen.values(),
-                seen.keys(),
-                loc="upper center",
-                bbox_to_anchor=(0.5, 0.0),
-                ncol=2,
-                fontsize=7,
-            )
-        _save(fig, path)
-        return
+    handles = _legend_handles(axes.flat) if legend_below else {}
     fig.tight_layout()
+    if handles:  # hung below the axes; the tight bounding box of _save takes it in
+        fig.legend(
+            handles.values(),
+            handles.keys(),
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=2,
+            fontsize=7,
+        )
     _save(fig, path)
+
+
+def _draw_ci_panel(ax: Axes, p: dict, color: dict[str, str], legend: bool) -> None:
+    """Draw one panel of :func:`plot_ci_panels` on ``ax`` (with its own legend if ``legend``)."""
+    for label, s in p.get("series", {}).items():
+        x, y = np.asarray(s[0], float), np.asarray(s[1], float)
+        c = color[label]
+        if len(s) == 4 and s[2] is not None and s[3] is not None:
+            lo, hi = np.asarray(s[2], float), np.asarray(s[3], float)
+            yerr = np.stack([np.maximum(y - lo, 0), np.maximum(hi - y, 0)])
+            ax.errorbar(x, y, yerr=yerr, fmt="o-", ms=3, lw=1, capsize=2, color=c, label=label)
+        else:
+            ax.plot(x, y, "o-", ms=3, lw=1, color=c, label=label)
+    styles = ("--", ":", "-.")
+    for j, (label, yv) in enumerate(p.get("hlines", {}).items()):
+        ax.axhline(yv, ls=styles[j % 3], lw=1, color="0.35", label=label)
+    for j, (label, (xv, yv)) in enumerate(p.get("points", {}).items()):
+        ax.plot(
+            np.atleast_1d(xv),
+            np.atleast_1d(yv),
+            marker="*x+"[j % 3],
+            ms=8,
+            ls="none",
+            color="k",
+            label=label,
+        )
+    if p.get("logx"):
+        ax.set_xscale("log")
+    if p.get("logy"):
+        ax.set_yscale("log")
+    ax.set_xlabel(p.get("xlabel", ""))
+    ax.set_ylabel(p.get("ylabel", ""))
+    if p.get("title"):
+        ax.set_title(p["title"], fontsize=9)
+    if legend and p.get("legend", True) and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+
+
+def _legend_handles(axes: Iterable[Axes]) -> dict[str, object]:
+    """Label -> handle over all ``axes``, each label once (its first handle)."""
+    seen: dict[str, object] = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(lab, h)
+    return seen
 
 
 def plot_grouped_bars(

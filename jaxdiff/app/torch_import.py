@@ -99,6 +99,62 @@ def _check_schedule(sd: Mapping[str, np.ndarray]) -> tuple[int, float, float]:
     return T, beta1, beta2
 
 
+def _block_indices(sd: Mapping[str, np.ndarray]) -> list[int]:
+    """The indices ``0..n-1`` of the ``gt.blocks.{i}`` convolution blocks."""
+    blocks = sorted(
+        {int(m.group(1)) for k in sd if (m := re.match(r"gt\.blocks\.(\d+)\.net\.0\.weight$", k))}
+    )
+    if not blocks or blocks != list(range(len(blocks))):
+        raise StateDictError("no gt.blocks.{i}.net.0.weight convolutions found in order 0..n-1.")
+    return blocks
+
+
+def _block_params(
+    sd: Mapping[str, np.ndarray], i: int, cin: int, ln_over_channels: bool | None
+) -> tuple[dict[str, Any], int, bool]:
+    """Block ``i``'s ``CNNBlock`` params, its width and LayerNorm form (``True``: ``(C, H, W)``).
+
+    ``cin`` is the width it must take, ``ln_over_channels`` the form of the blocks before it
+    (``None`` for the first).
+    """
+    w = _get(sd, f"gt.blocks.{i}.net.0.weight", 4)
+    if w.shape[1] != cin:
+        raise StateDictError(f"block {i} takes {w.shape[1]} channels; expected {cin}.")
+    scale = _get(sd, f"gt.blocks.{i}.net.1.weight", sd[f"gt.blocks.{i}.net.1.weight"].ndim)
+    bias = _get(sd, f"gt.blocks.{i}.net.1.bias", scale.ndim)
+    over = scale.ndim == 3
+    if ln_over_channels is None:
+        ln_over_channels = over
+    if over != ln_over_channels or scale.shape[-2:] != (28, 28):
+        raise StateDictError(f"block {i}'s LayerNorm affine has shape {scale.shape}.")
+    if over:  # (C, H, W) -> (H, W, C)
+        scale, bias = scale.transpose(1, 2, 0), bias.transpose(1, 2, 0)
+    else:
+        scale, bias = scale[..., None], bias[..., None]
+    params = {
+        "Conv_0": {
+            "kernel": w.transpose(2, 3, 1, 0),
+            "bias": _get(sd, f"gt.blocks.{i}.net.0.bias", 1),
+        },
+        "PlaneLayerNorm_0": {"scale": scale, "bias": bias},
+    }
+    return params, w.shape[0], over
+
+
+def _time_mlp_params(sd: Mapping[str, np.ndarray], fan_in: int) -> tuple[dict[str, Any], int]:
+    """The time MLP's ``Dense_{j}`` params from ``gt.time_embed.{0,2,4,6}`` and its width."""
+    params = {}
+    for j, idx in enumerate((0, 2, 4, 6)):
+        w = _get(sd, f"gt.time_embed.{idx}.weight", 2)
+        if w.shape[1] != fan_in:
+            raise StateDictError(f"gt.time_embed.{idx}.weight has shape {w.shape}.")
+        fan_in = w.shape[0]
+        params[f"Dense_{j}"] = {
+            "Dense_0": {"kernel": w.T.copy(), "bias": _get(sd, f"gt.time_embed.{idx}.bias", 1)}
+        }
+    return params, fan_in
+
+
 def params_from_state_dict(sd: Mapping[str, np.ndarray]) -> tuple[Config, dict[str, Any]]:
     """Convert a starter ``state_dict`` (as NumPy arrays) to a jaxdiff config and params.
 
@@ -118,57 +174,25 @@ def params_from_state_dict(sd: Mapping[str, np.ndarray]) -> tuple[Config, dict[s
     freq = _get(sd, "gt.freq", 1)
     if not np.allclose(freq, starter_frequencies(), rtol=1e-5):
         raise StateDictError("'gt.freq' differs from the starter's [0] + 2 pi 1.5^i frequencies.")
-    blocks = sorted(
-        {int(m.group(1)) for k in sd if (m := re.match(r"gt\.blocks\.(\d+)\.net\.0\.weight$", k))}
-    )
-    if not blocks or blocks != list(range(len(blocks))):
-        raise StateDictError("no gt.blocks.{i}.net.0.weight convolutions found in order 0..n-1.")
     params: dict[str, Any] = {}
     hidden, ln_over_channels, cin = [], None, 1
-    for i in blocks:
-        w = _get(sd, f"gt.blocks.{i}.net.0.weight", 4)
-        if w.shape[1] != cin:
-            raise StateDictError(f"block {i} takes {w.shape[1]} channels; expected {cin}.")
-        cin = w.shape[0]
+    for i in _block_indices(sd):
+        params[f"CNNBlock_{i}"], cin, ln_over_channels = _block_params(sd, i, cin, ln_over_channels)
         hidden.append(cin)
-        scale = _get(sd, f"gt.blocks.{i}.net.1.weight", sd[f"gt.blocks.{i}.net.1.weight"].ndim)
-        bias = _get(sd, f"gt.blocks.{i}.net.1.bias", scale.ndim)
-        over = scale.ndim == 3
-        if ln_over_channels is None:
-            ln_over_channels = over
-        if over != ln_over_channels or scale.shape[-2:] != (28, 28):
-            raise StateDictError(f"block {i}'s LayerNorm affine has shape {scale.shape}.")
-        if over:  # (C, H, W) -> (H, W, C)
-            scale, bias = scale.transpose(1, 2, 0), bias.transpose(1, 2, 0)
-        else:
-            scale, bias = scale[..., None], bias[..., None]
-        params[f"CNNBlock_{i}"] = {
-            "Conv_0": {
-                "kernel": w.transpose(2, 3, 1, 0),
-                "bias": _get(sd, f"gt.blocks.{i}.net.0.bias", 1),
-            },
-            "PlaneLayerNorm_0": {"scale": scale, "bias": bias},
-        }
-    last = _get(sd, f"gt.blocks.{len(blocks)}.weight", 4)
+    n = len(hidden)
+    last = _get(sd, f"gt.blocks.{n}.weight", 4)
     if last.shape[:2] != (1, cin):
         raise StateDictError(
             f"the last convolution has shape {last.shape}; expected (1, {cin}, k, k)."
         )
     params["Conv_0"] = {
         "kernel": last.transpose(2, 3, 1, 0),
-        "bias": _get(sd, f"gt.blocks.{len(blocks)}.bias", 1),
+        "bias": _get(sd, f"gt.blocks.{n}.bias", 1),
     }
-    fan_in = 2 * freq.shape[0]
-    for j, idx in enumerate((0, 2, 4, 6)):
-        w = _get(sd, f"gt.time_embed.{idx}.weight", 2)
-        if w.shape[1] != fan_in:
-            raise StateDictError(f"gt.time_embed.{idx}.weight has shape {w.shape}.")
-        fan_in = w.shape[0]
-        params[f"Dense_{j}"] = {
-            "Dense_0": {"kernel": w.T.copy(), "bias": _get(sd, f"gt.time_embed.{idx}.bias", 1)}
-        }
-    if fan_in != hidden[0]:
-        raise StateDictError(f"the time MLP ends in {fan_in} features; block 0 has {hidden[0]}.")
+    time_mlp, fan_out = _time_mlp_params(sd, 2 * freq.shape[0])
+    params.update(time_mlp)
+    if fan_out != hidden[0]:
+        raise StateDictError(f"the time MLP ends in {fan_out} features; block 0 has {hidden[0]}.")
     k, k_last = params["CNNBlock_0"]["Conv_0"]["kernel"].shape[0], last.shape[-1]
     cfg = Config(
         model=ModelConfig(

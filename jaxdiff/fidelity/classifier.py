@@ -92,7 +92,36 @@ def _avg_pool2(x: jax.Array) -> jax.Array:
     return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
 
 
-class LeNet(nn.Module):
+class _FeaturesAndHead(nn.Module):
+    """A classifier: a feature layer, then dropout and a dense layer; ``(features, logits)``.
+
+    Subclasses have the fields ``dropout`` and ``num_classes`` and define :meth:`_features`.
+    The head is created after the feature layers, in the same scope, so its parameters take
+    the next names (``Dense_i``) as in a single method.
+    """
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
+        """Classify ``x``.
+
+        Args:
+            x: Images ``float32 (B, 28, 28, 1)`` in the model scale.
+            train: Apply dropout (needs a ``"dropout"`` rng).
+
+        Returns:
+            ``(features (B, features_dim), logits (B, num_classes))``, ``float32``.
+        """
+        feats = self._features(x, train)
+        h = nn.Dropout(self.dropout, deterministic=not train)(feats)
+        logits = nn.Dense(self.num_classes)(h)
+        return feats, logits
+
+    def _features(self, x: jax.Array, train: bool) -> jax.Array:
+        """The feature layer's output ``(B, features_dim)``, built in ``__call__``'s scope."""
+        raise NotImplementedError
+
+
+class LeNet(_FeaturesAndHead):
     """Small LeNet-style classifier; returns ``(features, logits)``.
 
     Attributes:
@@ -107,29 +136,17 @@ class LeNet(nn.Module):
     dropout: float = 0.3
     conv_impl: str = "auto"
 
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
-        """Classify ``x``.
-
-        Args:
-            x: Images ``float32 (B, 28, 28, 1)`` in the model scale.
-            train: Apply dropout (needs a ``"dropout"`` rng).
-
-        Returns:
-            ``(features (B, features_dim), logits (B, num_classes))``, ``float32``.
-        """
+    def _features(self, x: jax.Array, train: bool) -> jax.Array:
+        """Three convolution + ReLU + 2x2 average-pool stages, then a dense ReLU layer."""
         for width, k in ((32, 5), (64, 3), (64, 3)):
             x = ConvSame(width, k, impl=self.conv_impl)(x)
             x = nn.relu(x)
             x = _avg_pool2(x)
         x = x.reshape(x.shape[0], -1)
-        feats = nn.relu(nn.Dense(self.features_dim)(x))
-        h = nn.Dropout(self.dropout, deterministic=not train)(feats)
-        logits = nn.Dense(self.num_classes)(h)
-        return feats, logits
+        return nn.relu(nn.Dense(self.features_dim)(x))
 
 
-class MLP(nn.Module):
+class MLP(_FeaturesAndHead):
     """A fully connected classifier on flattened pixels; returns ``(features, logits)``.
 
     Attributes:
@@ -144,25 +161,13 @@ class MLP(nn.Module):
     num_classes: int = NUM_CLASSES
     dropout: float = 0.2
 
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
-        """Classify ``x``.
-
-        Args:
-            x: Images ``float32 (B, 28, 28, 1)`` in the model scale.
-            train: Apply dropout (needs a ``"dropout"`` rng).
-
-        Returns:
-            ``(features (B, features_dim), logits (B, num_classes))``, ``float32``.
-        """
+    def _features(self, x: jax.Array, train: bool) -> jax.Array:
+        """Dense GELU layers with dropout, then the dense GELU feature layer."""
         h = x.reshape(x.shape[0], -1)
         for width in self.hidden:
             h = nn.gelu(nn.Dense(width)(h))
             h = nn.Dropout(self.dropout, deterministic=not train)(h)
-        feats = nn.gelu(nn.Dense(self.features_dim)(h))
-        h = nn.Dropout(self.dropout, deterministic=not train)(feats)
-        logits = nn.Dense(self.num_classes)(h)
-        return feats, logits
+        return nn.gelu(nn.Dense(self.features_dim)(h))
 
 
 class FeatureNetwork(NamedTuple):

@@ -268,17 +268,7 @@ def evaluate_samples(
     t0 = time.time()
     n = len(np.asarray(samples))
     if reference is None:
-        if ref_train_images is None:
-            raise ValueError("pass ref_train_images (all MNIST training images) or reference=.")
-        reference = prepare_reference(
-            ref_train_images,
-            ref_test_images,
-            jax.random.fold_in(key, 0),
-            n=n if ref_test_images is None else min(n, len(ref_test_images)),
-            n_ref=min(n, len(ref_train_images)),
-            classifier=classifier,
-            n_boot=n_boot,
-        )
+        reference = _sized_reference(ref_train_images, ref_test_images, key, n, classifier, n_boot)
     if scores is None:
         scores = score_samples(samples, reference, clip=clip)
     if len(scores.features) != n:
@@ -290,22 +280,49 @@ def evaluate_samples(
     out["floor"] = reference.floor
     if reference.n is not None and reference.n != n:
         out["floor_note"] = f"floor computed at n={reference.n}, samples n={n}: not comparable"
-    out["protocol"] = {
+    out["protocol"] = _protocol(reference, clip=clip, k=k, level=level, n_boot=n_boot)
+    out["seconds"] = round(time.time() - t0, 2)
+    return out
+
+
+def _sized_reference(
+    train: Any | None,
+    test: Any | None,
+    key: jax.Array,
+    n: int,
+    classifier: C.Classifier | None,
+    n_boot: int,
+) -> Reference:
+    """:func:`evaluate_samples`' reference when none is given: set sizes matched to ``n``."""
+    if train is None:
+        raise ValueError("pass ref_train_images (all MNIST training images) or reference=.")
+    return prepare_reference(
+        train,
+        test,
+        jax.random.fold_in(key, 0),
+        n=n if test is None else min(n, len(test)),
+        n_ref=min(n, len(train)),
+        classifier=classifier,
+        n_boot=n_boot,
+    )
+
+
+def _protocol(ref: Reference, *, clip: bool, k: int, level: float, n_boot: int) -> dict:
+    """The ``protocol`` entry of :func:`evaluate_samples`: what its numbers are measured against."""
+    return {
         "clip": clip,
         "k": k,
         "ci_level": level,
         "n_boot": n_boot,
-        "fd_reference": f"all {len(reference.train_images)} training images",
-        "kid_pr_reference": f"{len(reference.ref_features)} random training images",
-        "floor": f"{reference.n} random test images" if reference.n else None,
+        "fd_reference": f"all {len(ref.train_images)} training images",
+        "kid_pr_reference": f"{len(ref.ref_features)} random training images",
+        "floor": f"{ref.n} random test images" if ref.n else None,
         "kid_kernel": "(x.y/d + 1)^3, unbiased MMD^2",
-        "classifier_sha256": reference.classifier.card.get("sha256"),
-        "classifier_test_accuracy": reference.classifier.card.get("test_accuracy"),
-        "features": f"classifier penultimate layer ({reference.mu.shape[0]}-d)",
-        "feature_network": reference.classifier.network,
+        "classifier_sha256": ref.classifier.card.get("sha256"),
+        "classifier_test_accuracy": ref.classifier.card.get("test_accuracy"),
+        "features": f"classifier penultimate layer ({ref.mu.shape[0]}-d)",
+        "feature_network": ref.classifier.network,
     }
-    out["seconds"] = round(time.time() - t0, 2)
-    return out
 
 
 def rank_samples(scores: SampleScores, n_show: int = 16, n_per_class: int = 8) -> dict:
@@ -378,6 +395,20 @@ def add_noise(x: Any, sigma: float, key: jax.Array) -> jax.Array:
     return x + sigma * jax.random.normal(key, x.shape)
 
 
+def _digit_pool(test_labels: Any, digit: int, n: int, n_test: int, n_train: int) -> np.ndarray:
+    """Indices of the test images of ``digit``, checking that each set can hold ``n`` images."""
+    labels = np.asarray(test_labels)
+    if labels.shape != (n_test,):
+        raise ValueError(f"test_labels must have shape ({n_test},), got {labels.shape}.")
+    pool = np.flatnonzero(labels == digit)
+    if n > len(pool) or n > n_test or n > n_train:
+        raise ValueError(
+            f"n={n} is too large: {len(pool)} test images of digit {digit}, "
+            f"{n_test} test, {n_train} train images."
+        )
+    return pool
+
+
 def calibration_sets(
     train_images: Any,
     test_images: Any,
@@ -416,15 +447,7 @@ def calibration_sets(
     """
     train = _as_images(train_images, "train_images")
     test = _as_images(test_images, "test_images")
-    labels = np.asarray(test_labels)
-    if labels.shape != (len(test),):
-        raise ValueError(f"test_labels must have shape ({len(test)},), got {labels.shape}.")
-    pool = np.flatnonzero(labels == digit)
-    if n > len(pool) or n > len(test) or n > len(train):
-        raise ValueError(
-            f"n={n} is too large: {len(pool)} test images of digit {digit}, "
-            f"{len(test)} test, {len(train)} train images."
-        )
+    pool = _digit_pool(test_labels, digit, n, len(test), len(train))
     k_test, k_train, k_digit, k_noise, k_pure = jax.random.split(key, 5)
     real = test[np.asarray(jax.random.choice(k_test, len(test), (n,), replace=False))]
     sets = {

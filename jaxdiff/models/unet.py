@@ -252,6 +252,29 @@ class UNet(nn.Module):
                 f"use at most {len(hidden) - 1} halvings that divide it (28 allows 3 levels)."
             )
 
+    def _time_embedding(self, t_frac: jax.Array) -> jax.Array:
+        """The sinusoid of ``time_scale * t_frac`` through the two-layer SiLU MLP, ``(B, tdim)``.
+
+        Called first in :meth:`__call__`, so its layers are ``Dense_0`` and ``Dense_1``.
+        """
+        tdim = self.time_dim or 4 * self.hidden[0]
+        temb = timestep_embedding(t_frac, self.hidden[0], self.time_scale)
+        temb = Dense(tdim, dtype=self.dtype)(temb)
+        return Dense(tdim, dtype=self.dtype)(nn.silu(temb))
+
+    def _res_block(self, width: int) -> ResBlock:
+        """A new residual block of ``width`` channels with the network's settings.
+
+        Created in :meth:`__call__`'s scope, it takes the next ``ResBlock_i`` name.
+        """
+        return ResBlock(
+            width,
+            num_groups=self.num_groups,
+            dtype=self.dtype,
+            conv_impl=self.conv_impl,
+            norm_fp32=self.norm_fp32,
+        )
+
     @nn.compact
     def __call__(self, x: jax.Array, t_frac: jax.Array) -> jax.Array:
         """Predict noise (or a clean image) from ``x`` ``(B, H, W, C)`` and ``t_frac`` ``(B,)``.
@@ -269,27 +292,17 @@ class UNet(nn.Module):
         """
         self._check(x, t_frac)
         hidden = tuple(self.hidden)
-        blk = dict(
-            num_groups=self.num_groups,
-            dtype=self.dtype,
-            conv_impl=self.conv_impl,
-            norm_fp32=self.norm_fp32,
-        )
-
-        tdim = self.time_dim or 4 * hidden[0]
-        temb = timestep_embedding(t_frac, hidden[0], self.time_scale)
-        temb = Dense(tdim, dtype=self.dtype)(temb)
-        temb = Dense(tdim, dtype=self.dtype)(nn.silu(temb))
+        temb = self._time_embedding(t_frac)
 
         h = Conv(hidden[0], 3, dtype=self.dtype, impl=self.conv_impl)(x)
         skips = []
         for width in hidden[:-1]:
             for _ in range(self.num_res_blocks):
-                h = ResBlock(width, **blk)(h, temb)
+                h = self._res_block(width)(h, temb)
             skips.append(h)
             h = _downsample(h)
 
-        h = ResBlock(hidden[-1], **blk)(h, temb)
+        h = self._res_block(hidden[-1])(h, temb)
         if self.attention:
             h = SelfAttention(
                 num_heads=self.num_heads,
@@ -298,7 +311,7 @@ class UNet(nn.Module):
                 dtype=self.dtype,
                 name="attention",
             )(h)
-        h = ResBlock(hidden[-1], **blk)(h, temb)
+        h = self._res_block(hidden[-1])(h, temb)
 
         for width in reversed(hidden[:-1]):
             skip = skips.pop().astype(h.dtype)
@@ -307,7 +320,7 @@ class UNet(nn.Module):
             else:
                 h = jnp.concatenate([_upsample(h), skip], axis=-1)
             for _ in range(self.num_res_blocks):
-                h = ResBlock(width, **blk)(h, temb)
+                h = self._res_block(width)(h, temb)
 
         h = group_norm_silu(h, self.num_groups, self.dtype, self.norm_fp32)
         out = ZeroConv(

@@ -1,4 +1,4 @@
-"""The assembly: a run's pure pieces from its :class:`~jaxdiff.config.Config`, and the loops.
+"""The assembly: a run's pieces from its :class:`~jaxdiff.config.Config`, trained and sampled.
 
 From a config this module builds the network, the forward process (noise schedule or
 degradation), the loss, the optimiser and the keys (:func:`build`, :func:`run_keys`), trains
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -38,17 +38,14 @@ from jaxdiff.samplers import SamplerOptions, default_sampler, get_sampler
 from jaxdiff.sampling import eps_model
 from jaxdiff.schedules import Schedule, make_schedule
 from jaxdiff.train import (
+    EpochLoop,
     TrainState,
-    epoch_indices,
     init_train_state,
     make_optimizer,
     make_run_steps,
     make_train_step,
+    run_epochs,
 )
-
-
-class TrainingDiverged(RuntimeError):
-    """Raised when the loss becomes NaN or infinite."""
 
 
 class RunKeys(NamedTuple):
@@ -180,34 +177,8 @@ def init_state(cfg: Config, pieces: Pieces) -> TrainState:
     return jax.jit(init_train_state, static_argnums=1)(params, pieces.tx)
 
 
-def chunk_size(steps: int, most: int) -> int:
-    """Steps per jitted call: as few calls as ``most`` allows, as equal in length as possible.
-
-    Each distinct length is one more compilation of the scanned step, so 64 steps with
-    ``most=39`` run as 32 + 32, not 39 + 25; a full MNIST epoch (468 steps) as 12 x 39.
-
-    Args:
-        steps: Steps in the epoch.
-        most: Most steps per call.
-
-    Returns:
-        The chunk length (the last chunk may be shorter).
-    """
-    calls = -(-steps // most)
-    return -(-steps // calls)
-
-
-class EpochLoop(NamedTuple):
-    """One epoch's training, chunk by chunk (see :func:`epoch_chunks`)."""
-
-    run_steps: Callable
-    images: jax.Array
-    keys: RunKeys
-    batch_size: int
-
-
 def epoch_loop(
-    cfg: Config, pieces: Pieces, images: np.ndarray, batch_sharding: Any = None
+    cfg: Config, pieces: Pieces, images: np.ndarray, shardings: tuple[Any, Any] | None = None
 ) -> EpochLoop:
     """Compile-ready training for a run: its jitted step scan, data and keys.
 
@@ -215,60 +186,33 @@ def epoch_loop(
         cfg: The run config.
         pieces: From :func:`build`.
         images: Training images ``uint8 (N, 28, 28)`` (already cut to ``cfg.train.limit``).
-        batch_sharding: Sharding of a batch over devices (``None``: one device).
+        shardings: ``(batch, replicated)`` shardings over devices (``None``: one device).
 
     Returns:
-        An :class:`EpochLoop` for :func:`epoch_chunks`.
+        An :class:`~jaxdiff.train.EpochLoop` for :func:`jaxdiff.train.run_epochs`.
     """
+    batch_sharding, replicated = shardings or (None, None)
     train_step = make_train_step(pieces.loss_fn, pieces.tx, cfg.train.ema_decay)
+    images = jnp.asarray(np.asarray(images, np.uint8))
     return EpochLoop(
         make_run_steps(train_step, batch_sharding),
-        jnp.asarray(np.asarray(images, np.uint8)),
+        images if replicated is None else jax.device_put(images, replicated),
         run_keys(cfg.train.seed),
         cfg.train.batch_size,
+        replicated,
     )
-
-
-def epoch_chunks(
-    loop: EpochLoop, state: TrainState, epoch: int, chunk_steps: int = 39
-) -> Iterator[tuple[TrainState, dict]]:
-    """Run epoch ``epoch`` (0-based) in jitted chunks, yielding after each one.
-
-    The data order is ``epoch_indices(perm key, epoch)`` and each step's noise key is
-    ``fold_in(step key, step)``, so results do not depend on the chunking or on resuming.
-
-    Args:
-        loop: From :func:`epoch_loop`.
-        state: The train state at the start of the epoch.
-        epoch: The epoch's index (0-based).
-        chunk_steps: Most steps per jitted call (:func:`chunk_size`).
-
-    Yields:
-        ``(state, metrics)`` after each chunk: ``metrics["loss"]`` and ``["grad_norm"]``
-        hold the chunk's per-step values.
-
-    Raises:
-        TrainingDiverged: If a loss is NaN or infinite.
-    """
-    n = loop.images.shape[0]
-    idx = epoch_indices(loop.keys.perm, epoch, n, loop.batch_size)
-    size = chunk_size(idx.shape[0], chunk_steps)
-    for s0 in range(0, idx.shape[0], size):
-        state, m = loop.run_steps(state, loop.images, idx[s0 : s0 + size], loop.keys.step)
-        loss = np.asarray(m["loss"])
-        if not np.all(np.isfinite(loss)):
-            raise TrainingDiverged(
-                f"loss became {loss[~np.isfinite(loss)][0]} in epoch {epoch + 1} (around step "
-                f"{int(state.step)}); lower the learning rate or clip the gradients."
-            )
-        yield state, {"loss": loss, "grad_norm": np.asarray(m["grad_norm"])}
 
 
 def train(
     cfg: Config,
     images: np.ndarray,
     state: TrainState | None = None,
-    on_epoch: Callable[[int, TrainState, float], None] | None = None,
+    *,
+    pieces: Pieces | None = None,
+    chunk_steps: int = 39,
+    shardings: tuple[Any, Any] | None = None,
+    on_chunk: Callable[[int, dict], None] | None = None,
+    on_epoch: Callable[[TrainState, dict], None] | None = None,
 ) -> TrainState:
     """Train a run in memory: no files, no progress bar (the application's ``fit`` adds them).
 
@@ -277,24 +221,27 @@ def train(
         images: Training images ``uint8 (N, 28, 28)``.
         state: A state to continue from (default: :func:`init_state`); training runs from
             its epoch (``state.step`` over the steps per epoch) to ``cfg.train.epochs``.
-        on_epoch: Called as ``on_epoch(epoch, state, mean_loss)`` after each epoch (1-based).
+        pieces: From :func:`build` (default: built here for these images).
+        chunk_steps: Most steps per jitted call (does not change results).
+        shardings: ``(batch, replicated)`` shardings for data-parallel training
+            (:func:`jaxdiff.app.parallel.shardings`); ``None``: the default device.
+        on_chunk: Called as ``on_chunk(epoch, metrics)`` after each jitted chunk, e.g. for a
+            progress bar (see :func:`jaxdiff.train.run_epochs`).
+        on_epoch: Called as ``on_epoch(state, record)`` after each epoch; ``record`` holds
+            ``epoch`` (1-based), ``step``, the mean ``loss`` and ``grad_norm``, ``chunk_loss``,
+            ``epoch_s`` and ``images_per_s``.
 
     Returns:
         The final train state (``state.ema_params`` for sampling when the run has an EMA).
+
+    Raises:
+        TrainingDiverged: If a loss becomes NaN or infinite.
     """
     images = images[: cfg.train.limit] if cfg.train.limit else images
-    pieces = build(cfg, images.shape[0] // cfg.train.batch_size)
+    pieces = pieces or build(cfg, images.shape[0] // cfg.train.batch_size)
     state = init_state(cfg, pieces) if state is None else state
-    loop = epoch_loop(cfg, pieces, images)
-    first = int(state.step) // (images.shape[0] // cfg.train.batch_size)
-    for epoch in range(first, cfg.train.epochs):
-        losses = []
-        chunks = epoch_chunks(loop, state, epoch)
-        for state, m in chunks:  # noqa: B007 - the last chunk's state is the epoch's
-            losses.append(m["loss"])
-        if on_epoch is not None:
-            on_epoch(epoch + 1, state, float(np.concatenate(losses).mean()))
-    return state
+    loop = epoch_loop(cfg, pieces, images, shardings)
+    return run_epochs(loop, state, cfg.train.epochs, chunk_steps, on_chunk, on_epoch)
 
 
 def generate(

@@ -7,15 +7,19 @@
 * :func:`make_run_steps` scans many steps in one jitted call over device-resident ``uint8``
   images and a block of shuffled indices: no per-step Python dispatch or host copy.
 * :func:`epoch_indices` gives epoch ``e``'s permutation from ``fold_in(key, e)``.
+* :func:`run_epochs` is the one epoch loop (in chunks of scanned steps, with hooks after
+  each chunk and epoch); :func:`jaxdiff.pipeline.train` and the application's ``fit`` run it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxdiff.config import TrainConfig
@@ -255,3 +259,128 @@ def make_run_steps(
         return jax.lax.scan(body, state, idx)
 
     return jax.jit(run_steps, donate_argnums=(0,) if donate else ())
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised when the loss becomes NaN or infinite."""
+
+
+def chunk_size(steps: int, most: int) -> int:
+    """Steps per jitted call: as few calls as ``most`` allows, as equal in length as possible.
+
+    Each distinct length is one more compilation of the scanned step, so 64 steps with
+    ``most=39`` run as 32 + 32, not 39 + 25; a full MNIST epoch (468 steps) as 12 x 39.
+
+    Args:
+        steps: Steps in the epoch.
+        most: Most steps per call.
+
+    Returns:
+        The chunk length (the last chunk may be shorter).
+    """
+    calls = -(-steps // most)
+    return -(-steps // calls)
+
+
+class EpochLoop(NamedTuple):
+    """One epoch's training, chunk by chunk (see :func:`epoch_chunks`)."""
+
+    run_steps: Callable
+    images: jax.Array
+    keys: Any  # jaxdiff.pipeline.RunKeys: its .perm and .step keys
+    batch_size: int
+    replicated: Any = None  # the state's sharding over devices (None: one device)
+
+
+def epoch_chunks(
+    loop: EpochLoop, state: TrainState, epoch: int, chunk_steps: int = 39
+) -> Iterator[tuple[TrainState, dict]]:
+    """Run epoch ``epoch`` (0-based) in jitted chunks, yielding after each one.
+
+    The data order is ``epoch_indices(perm key, epoch)`` and each step's noise key is
+    ``fold_in(step key, step)``, so results do not depend on the chunking or on resuming.
+
+    Args:
+        loop: From :func:`jaxdiff.pipeline.epoch_loop`.
+        state: The train state at the start of the epoch.
+        epoch: The epoch's index (0-based).
+        chunk_steps: Most steps per jitted call (:func:`chunk_size`).
+
+    Yields:
+        ``(state, metrics)`` after each chunk: ``metrics["loss"]`` and ``["grad_norm"]``
+        hold the chunk's per-step values.
+
+    Raises:
+        TrainingDiverged: If a loss is NaN or infinite.
+    """
+    n = loop.images.shape[0]
+    idx = epoch_indices(loop.keys.perm, epoch, n, loop.batch_size)
+    size = chunk_size(idx.shape[0], chunk_steps)
+    for s0 in range(0, idx.shape[0], size):
+        state, m = loop.run_steps(state, loop.images, idx[s0 : s0 + size], loop.keys.step)
+        loss = np.asarray(m["loss"])
+        if not np.all(np.isfinite(loss)):
+            raise TrainingDiverged(
+                f"loss became {loss[~np.isfinite(loss)][0]} in epoch {epoch + 1} (around step "
+                f"{int(state.step)}); lower the learning rate or clip the gradients."
+            )
+        yield state, {"loss": loss, "grad_norm": np.asarray(m["grad_norm"])}
+
+
+def run_epochs(
+    loop: EpochLoop,
+    state: TrainState,
+    epochs: int,
+    chunk_steps: int = 39,
+    on_chunk: Callable[[int, dict], None] | None = None,
+    on_epoch: Callable[[TrainState, dict], None] | None = None,
+) -> TrainState:
+    """Train from ``state``'s epoch to ``epochs``: the one epoch loop.
+
+    Args:
+        loop: From :func:`jaxdiff.pipeline.epoch_loop`.
+        state: The state to continue from (its epoch is ``state.step`` over the steps per
+            epoch).
+        epochs: The run's total epochs.
+        chunk_steps: Most steps per jitted call (:func:`chunk_size`).
+        on_chunk: Called as ``on_chunk(epoch, metrics)`` after each chunk (``epoch``
+            1-based; ``metrics`` as :func:`epoch_chunks` yields them).
+        on_epoch: Called as ``on_epoch(state, record)`` after each epoch; ``record``: its
+            ``epoch`` (1-based), ``step``, step-weighted mean ``loss`` and ``grad_norm``,
+            ``chunk_loss`` (each chunk's mean), ``epoch_s`` and ``images_per_s``.
+
+    Returns:
+        The final state.
+
+    Raises:
+        TrainingDiverged: If a loss is NaN or infinite.
+    """
+    spe = loop.images.shape[0] // loop.batch_size
+    if loop.replicated is not None:
+        state = jax.device_put(state, loop.replicated)
+    for epoch in range(int(state.step) // spe, epochs):
+        t0, chunks = time.perf_counter(), []
+        for state, m in epoch_chunks(loop, state, epoch, chunk_steps):  # noqa: B007, B020
+            chunks.append(m)
+            if on_chunk is not None:
+                on_chunk(epoch + 1, m)
+        if on_epoch is not None:
+            seconds = time.perf_counter() - t0
+            on_epoch(state, _epoch_record(epoch + 1, state, chunks, seconds, loop.batch_size))
+    return state
+
+
+def _epoch_record(
+    epoch: int, state: TrainState, chunks: list[dict], seconds: float, batch_size: int
+) -> dict:
+    """An epoch's record: its step, step-weighted mean loss and gradient norm, and speed."""
+    weights = [len(m["loss"]) for m in chunks]
+    return {
+        "epoch": epoch,
+        "step": int(state.step),
+        "loss": float(np.average([m["loss"].mean() for m in chunks], weights=weights)),
+        "grad_norm": float(np.average([m["grad_norm"].mean() for m in chunks], weights=weights)),
+        "chunk_loss": [float(m["loss"].mean()) for m in chunks],
+        "epoch_s": seconds,
+        "images_per_s": sum(weights) * batch_size / seconds,
+    }

@@ -80,7 +80,7 @@ def test_resume_accepts_another_convolution_implementation(tmp_path):
     # a run started with conv_impl "fast" resumes where `auto` now resolves to "fast-onednn"
     from dataclasses import replace
 
-    from jaxdiff.app.runner import _check_resume_config
+    from jaxdiff.app.rundir import check_resume_config as _check_resume_config
 
     saved = replace(CFG, model=replace(CFG.model, conv_impl="fast")).to_dict()
     faster = replace(CFG, model=replace(CFG.model, conv_impl="onednn"))

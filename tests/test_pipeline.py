@@ -24,10 +24,11 @@ def test_the_notebook_snippet_trains_and_samples_in_memory(images, tmp_path, mon
     monkeypatch.chdir(tmp_path)
     cfg = recipes.starter(epochs=2, **TINY)
     seen = []
-    state = pipeline.train(cfg, images, on_epoch=lambda e, s, loss: seen.append((e, loss)))
+    state = pipeline.train(cfg, images, on_epoch=lambda s, rec: seen.append(rec))
     x = pipeline.generate(cfg, pipeline.build(cfg), state.ema_params, jax.random.key(0), 5)
     assert x.shape == (5, 28, 28, 1) and np.isfinite(x).all()
-    assert [e for e, _ in seen] == [1, 2] and all(np.isfinite(loss) for _, loss in seen)
+    assert [r["epoch"] for r in seen] == [1, 2] and all(np.isfinite(r["loss"]) for r in seen)
+    assert [r["step"] for r in seen] == [4, 8] and len(seen[0]["chunk_loss"]) == 1
     assert os.listdir(tmp_path) == []  # nothing written
     again = pipeline.train(cfg, images)
     np.testing.assert_array_equal(

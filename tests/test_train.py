@@ -10,9 +10,10 @@ from jaxdiff.app.runner import fit
 from jaxdiff.config import Config, ModelConfig, ProcessConfig, TrainConfig
 from jaxdiff.losses import cold_loss, ddpm_loss
 from jaxdiff.models import CNN
-from jaxdiff.pipeline import build, chunk_size, init_params
+from jaxdiff.pipeline import build, init_params
 from jaxdiff.schedules import linear, q_sample
 from jaxdiff.train import (
+    chunk_size,
     epoch_indices,
     init_train_state,
     make_optimizer,

@@ -75,7 +75,7 @@ EXTRA_ANCHORS: dict[str, str] = {
 ANCHOR_EPOCHS = (5, 10, 24, 50)
 
 #: ``study.json`` entries that group runs rather than name a role.
-STUDY_EXTRAS = ("ablation", "short")
+STUDY_EXTRAS = ("ablation", "short", "q2_evidence")
 
 _TAG = re.compile(r"ep(?P<epoch>\d+)(?:_(?P<sampler>[a-z]+?)(?P<steps>\d+)?)?$")
 

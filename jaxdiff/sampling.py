@@ -189,26 +189,31 @@ def ddim_sample(
     T = sched.T  # noqa: N806
     ts = ddim_timesteps(T, steps)
     z, k_steps, keep_arr, buf = _start(key, shape, keep)
+    lo_hi = clip if clip is not None else ((-1.0, 1.0) if clip_x0 else None)
 
     def body(carry, ts_pair):
         z, buf = carry
         t, s = ts_pair[0], ts_pair[1]
         ab_t, ab_s = sched.alpha_bar[t], sched.alpha_bar[s]
         eps = apply_fn(params, z, jnp.full((shape[0],), t / T, jnp.float32))
-        x0_hat = (z - jnp.sqrt(1.0 - ab_t) * eps) / jnp.sqrt(ab_t)
-        lo_hi = clip if clip is not None else ((-1.0, 1.0) if clip_x0 else None)
-        if lo_hi is not None:
-            x0_hat = jnp.clip(x0_hat, lo_hi[0], lo_hi[1])
-            eps = (z - jnp.sqrt(ab_t) * x0_hat) / jnp.sqrt(1.0 - ab_t)
+        x0_hat, eps = _ddim_x0(eps, z, ab_t, lo_hi)
         sigma = eta * jnp.sqrt((1.0 - ab_s) / (1.0 - ab_t) * (1.0 - ab_t / ab_s))
         dir_coef = jnp.sqrt(jnp.maximum(1.0 - ab_s - sigma**2, 0.0))
         noise = jax.random.normal(jax.random.fold_in(k_steps, t), shape, jnp.float32)
         z = jnp.sqrt(ab_s) * x0_hat + dir_coef * eps + jnp.where(s > 0, sigma, 0.0) * noise
         return (z, _record(buf, keep_arr, t, z)), None
 
-    pairs = jnp.asarray(np.stack([ts[:-1], ts[1:]], axis=1))
-    (z, buf), _ = jax.lax.scan(body, (z, buf), pairs)
+    (z, buf), _ = jax.lax.scan(body, (z, buf), jnp.asarray(np.stack([ts[:-1], ts[1:]], 1)))
     return z, buf
+
+
+def _ddim_x0(eps: jax.Array, z: jax.Array, ab_t: jax.Array, lo_hi: tuple | None):
+    """DDIM's predicted clean image, clipped to ``lo_hi``, and the epsilon that matches it."""
+    x0_hat = (z - jnp.sqrt(1.0 - ab_t) * eps) / jnp.sqrt(ab_t)
+    if lo_hi is None:
+        return x0_hat, eps
+    x0_hat = jnp.clip(x0_hat, lo_hi[0], lo_hi[1])
+    return x0_hat, (z - jnp.sqrt(ab_t) * x0_hat) / jnp.sqrt(1.0 - ab_t)
 
 
 #: ``alpha_bar`` is capped here so that ``lambda`` stays finite where ``alpha_bar_0 = 1``

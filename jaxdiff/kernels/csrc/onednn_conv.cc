@@ -58,69 +58,62 @@ dnnl::memory::data_type DnnlType(ffi::DataType t) {
                                   : dnnl::memory::data_type::f32;
 }
 
+// A plan from a primitive descriptor: the primitive, the activations' layouts, its scratchpad,
+// and the reorder between XLA's HWIO kernel and the layout oneDNN chose (into that layout
+// before the pass, or back to HWIO after the weight gradient, `to_user`).
+template <typename Prim, typename Desc>
+std::unique_ptr<Plan> Fill(const Desc& pd, const dnnl::memory::desc& act_in,
+                           const dnnl::memory::desc& act_out, const dnnl::memory::desc& wei,
+                           const dnnl::memory::desc& user_wei, bool to_user) {
+  auto plan = std::make_unique<Plan>();
+  plan->prim = Prim(pd);
+  plan->act_in = act_in;
+  plan->act_out = act_out;
+  plan->wei = wei;
+  plan->user_wei = user_wei;
+  plan->scratch_bytes = pd.scratchpad_desc().get_size();
+  if (wei != user_wei) {
+    auto& eng = Engine();
+    const auto& from = to_user ? wei : user_wei;
+    const auto& to = to_user ? user_wei : wei;
+    plan->reorder_wei = true;
+    plan->wei_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, from, eng, to));
+  }
+  return plan;
+}
+
 std::unique_ptr<Plan> MakePlan(Kind kind, const Shape& s, ffi::DataType dtype) {
   using dnnl::memory;
   using tag = memory::format_tag;
   auto& eng = Engine();
   const auto dt = DnnlType(dtype);
-  const auto f32 = memory::data_type::f32;
   const memory::dims src_d{s.n, s.i, s.h, s.w}, dst_d{s.n, s.o, s.h, s.w};
   const memory::dims wei_d{s.o, s.i, s.kh, s.kw};
   const memory::dims strides{1, 1}, pad{s.kh / 2, s.kw / 2};
   const memory::desc src_md(src_d, dt, tag::nhwc), dst_md(dst_d, dt, tag::nhwc);
-  const memory::desc wei_any(wei_d, dt, tag::any);
+  const memory::desc wei_any(wei_d, dt, tag::any), hwio(wei_d, dt, tag::hwio);
+  const auto direct = dnnl::algorithm::convolution_direct;
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  dnnl::convolution_forward::primitive_desc fwd(
-      eng, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src_md,
-      wei_any, dst_md, strides, pad, pad, attr);
-  auto plan = std::make_unique<Plan>();
-  dnnl::primitive_attr plain;
+  dnnl::convolution_forward::primitive_desc fwd(eng, dnnl::prop_kind::forward_training, direct,
+                                                src_md, wei_any, dst_md, strides, pad, pad,
+                                                attr);
   if (kind == Kind::kFwd) {
-    plan->prim = dnnl::convolution_forward(fwd);
-    plan->act_in = src_md;
-    plan->act_out = dst_md;
-    plan->wei = fwd.weights_desc();
-    plan->scratch_bytes = fwd.scratchpad_desc().get_size();
-    plan->user_wei = memory::desc(wei_d, dt, tag::hwio);
-    if (plan->wei != plan->user_wei) {
-      plan->reorder_wei = true;
-      plan->wei_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(
-          eng, plan->user_wei, eng, plan->wei, plain));
-    }
-  } else if (kind == Kind::kBwdData) {
-    dnnl::convolution_backward_data::primitive_desc bwd(
-        eng, dnnl::algorithm::convolution_direct, src_md, wei_any, dst_md, strides, pad, pad,
-        fwd, attr);
-    plan->prim = dnnl::convolution_backward_data(bwd);
-    plan->act_in = dst_md;
-    plan->act_out = src_md;
-    plan->wei = bwd.weights_desc();
-    plan->scratch_bytes = bwd.scratchpad_desc().get_size();
-    plan->user_wei = memory::desc(wei_d, dt, tag::hwio);
-    if (plan->wei != plan->user_wei) {
-      plan->reorder_wei = true;
-      plan->wei_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(
-          eng, plan->user_wei, eng, plan->wei, plain));
-    }
-  } else {
-    const memory::desc dwei_any(wei_d, f32, tag::any);
-    dnnl::convolution_backward_weights::primitive_desc bwd(
-        eng, dnnl::algorithm::convolution_direct, src_md, dwei_any, dst_md, strides, pad,
-        pad, fwd, attr);
-    plan->prim = dnnl::convolution_backward_weights(bwd);
-    plan->act_in = src_md;
-    plan->act_out = dst_md;
-    plan->wei = bwd.diff_weights_desc();
-    plan->scratch_bytes = bwd.scratchpad_desc().get_size();
-    plan->user_wei = memory::desc(wei_d, f32, tag::hwio);
-    if (plan->wei != plan->user_wei) {
-      plan->reorder_wei = true;
-      plan->wei_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(
-          eng, plan->wei, eng, plan->user_wei, plain));
-    }
+    return Fill<dnnl::convolution_forward>(fwd, src_md, dst_md, fwd.weights_desc(), hwio, false);
   }
-  return plan;
+  if (kind == Kind::kBwdData) {
+    dnnl::convolution_backward_data::primitive_desc bwd(eng, direct, src_md, wei_any, dst_md,
+                                                        strides, pad, pad, fwd, attr);
+    return Fill<dnnl::convolution_backward_data>(bwd, dst_md, src_md, bwd.weights_desc(), hwio,
+                                                 false);
+  }
+  // the weight gradient is float32 whatever the activations' dtype
+  const memory::desc dwei_any(wei_d, memory::data_type::f32, tag::any);
+  const memory::desc dwei_hwio(wei_d, memory::data_type::f32, tag::hwio);
+  dnnl::convolution_backward_weights::primitive_desc bwd(eng, direct, src_md, dwei_any, dst_md,
+                                                         strides, pad, pad, fwd, attr);
+  return Fill<dnnl::convolution_backward_weights>(bwd, src_md, dst_md, bwd.diff_weights_desc(),
+                                                  dwei_hwio, true);
 }
 
 const Plan& GetPlan(Kind kind, const Shape& s, ffi::DataType dtype) {
@@ -143,8 +136,15 @@ std::vector<uint8_t>& ThreadBuffer(int which, size_t bytes) {
   return b;
 }
 
+// One pass: `act_in` is x (forward, weight gradient) or dy (data gradient), `other` the
+// kernel or dy, `out` the result; the activations' dtype (float32 or bfloat16) picks the plan.
 ffi::Error Run(Kind kind, ffi::AnyBuffer act_in, ffi::AnyBuffer other, ffi::AnyBuffer out,
-               const Shape& s, ffi::DataType dtype) {
+               const Shape& s) {
+  const ffi::DataType dtype = act_in.element_type();
+  if (dtype != ffi::DataType::F32 && dtype != ffi::DataType::BF16) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      "jaxdiff oneDNN convolution: activations must be float32 or bfloat16");
+  }
   try {
     const Plan& plan = GetPlan(kind, s, dtype);
     auto& eng = Engine();
@@ -194,36 +194,21 @@ ffi::Error Run(Kind kind, ffi::AnyBuffer act_in, ffi::AnyBuffer other, ffi::AnyB
   return ffi::Error::Success();
 }
 
-ffi::Error CheckDtype(ffi::DataType t) {
-  if (t != ffi::DataType::F32 && t != ffi::DataType::BF16) {
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
-                      "jaxdiff oneDNN convolution: activations must be float32 or bfloat16");
-  }
-  return ffi::Error::Success();
-}
-
+// Each pass's Shape{batch, height, width, in channels, out channels, kernel h, kernel w}:
+// the NHWC activations give the first four (or three), the HWIO kernel the rest.
 ffi::Error Fwd(ffi::AnyBuffer x, ffi::AnyBuffer k, ffi::Result<ffi::AnyBuffer> y) {
-  if (auto err = CheckDtype(x.element_type()); err.failure()) return err;
-  auto xd = x.dimensions();
-  auto kd = k.dimensions();
-  Shape s{xd[0], xd[1], xd[2], xd[3], kd[3], kd[0], kd[1]};
-  return Run(Kind::kFwd, x, k, *y, s, x.element_type());
+  auto xd = x.dimensions(), kd = k.dimensions();
+  return Run(Kind::kFwd, x, k, *y, Shape{xd[0], xd[1], xd[2], xd[3], kd[3], kd[0], kd[1]});
 }
 
 ffi::Error BwdData(ffi::AnyBuffer dy, ffi::AnyBuffer k, ffi::Result<ffi::AnyBuffer> dx) {
-  if (auto err = CheckDtype(dy.element_type()); err.failure()) return err;
-  auto yd = dy.dimensions();
-  auto kd = k.dimensions();
-  Shape s{yd[0], yd[1], yd[2], kd[2], yd[3], kd[0], kd[1]};
-  return Run(Kind::kBwdData, dy, k, *dx, s, dy.element_type());
+  auto yd = dy.dimensions(), kd = k.dimensions();
+  return Run(Kind::kBwdData, dy, k, *dx, Shape{yd[0], yd[1], yd[2], kd[2], yd[3], kd[0], kd[1]});
 }
 
 ffi::Error BwdWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dk) {
-  if (auto err = CheckDtype(x.element_type()); err.failure()) return err;
-  auto xd = x.dimensions();
-  auto kd = dk->dimensions();
-  Shape s{xd[0], xd[1], xd[2], xd[3], kd[3], kd[0], kd[1]};
-  return Run(Kind::kBwdWeights, x, dy, *dk, s, x.element_type());
+  auto xd = x.dimensions(), kd = dk->dimensions();
+  return Run(Kind::kBwdWeights, x, dy, *dk, Shape{xd[0], xd[1], xd[2], xd[3], kd[3], kd[0], kd[1]});
 }
 
 }  // namespace
@@ -243,20 +228,11 @@ extern "C" int jaxdiff_onednn_has_bf16() {
   }
 }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxdiff_onednn_conv_fwd, Fwd,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>());
+// Every pass takes two buffers and returns one.
+#define JAXDIFF_CONV_HANDLER(name, fn)   \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, fn, \
+                                ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>())
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxdiff_onednn_conv_bwd_data, BwdData,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>());
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxdiff_onednn_conv_bwd_weights, BwdWeights,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>());
+JAXDIFF_CONV_HANDLER(jaxdiff_onednn_conv_fwd, Fwd);
+JAXDIFF_CONV_HANDLER(jaxdiff_onednn_conv_bwd_data, BwdData);
+JAXDIFF_CONV_HANDLER(jaxdiff_onednn_conv_bwd_weights, BwdWeights);

@@ -252,14 +252,6 @@ def load_run(
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}.")
     impl = None if conv_impl is None else resolve_conv_impl(conv_impl)
-
-    def build_with_impl(cfg: Config) -> tuple[Config, Pieces]:
-        recorded = cfg.model.conv_impl  # "auto" resolves when traced; a name falls back here
-        use = impl or (recorded if recorded == "auto" else resolve_conv_impl(recorded))
-        if use != cfg.model.conv_impl:
-            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, conv_impl=use))
-        return cfg, build(cfg)
-
     path = Path(path)
     has_ckpts = (path / "checkpoints").is_dir() and ckpt.latest_epoch(path / "checkpoints")
     if not has_ckpts and (path / "final" / "params.msgpack").exists():
@@ -270,7 +262,7 @@ def load_run(
                 f"{path} holds exported EMA parameters only; use a run workdir for raw weights."
             )
         meta = ckpt.read_json(path / "config.json")
-        cfg, pieces = build_with_impl(Config.from_dict(meta["config"]))
+        cfg, pieces = _build_with_impl(Config.from_dict(meta["config"]), impl)
         params, meta = ckpt.load_exported(path, abstract_params(pieces))
         return cfg, pieces, params, meta
     ckdir = path / "checkpoints" if (path / "checkpoints").is_dir() else path
@@ -280,7 +272,16 @@ def load_run(
             "folder with params.msgpack and config.json."
         )
     meta = ckpt.read_meta(ckdir, epoch)
-    cfg, pieces = build_with_impl(Config.from_dict(meta["config"]))
+    cfg, pieces = _build_with_impl(Config.from_dict(meta["config"]), impl)
     target = jax.eval_shape(lambda p: init_train_state(p, pieces.tx), abstract_params(pieces))
     state, meta = ckpt.restore_checkpoint(ckdir, target, epoch)
     return cfg, pieces, state.ema_params if weights == "ema" else state.params, meta
+
+
+def _build_with_impl(cfg: Config, impl: str | None) -> tuple[Config, Pieces]:
+    """Build a loaded run with ``impl`` (or the convolution it recorded, where it runs here)."""
+    recorded = cfg.model.conv_impl  # "auto" resolves when traced; a name falls back here
+    use = impl or (recorded if recorded == "auto" else resolve_conv_impl(recorded))
+    if use != cfg.model.conv_impl:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, conv_impl=use))
+    return cfg, build(cfg)

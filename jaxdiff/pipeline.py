@@ -35,8 +35,7 @@ from jaxdiff.losses import LossFn, cold_loss, ddpm_loss
 from jaxdiff.models import build_model
 from jaxdiff.recipes import steps_per_epoch as _steps_per_epoch
 from jaxdiff.samplers import SamplerOptions, default_sampler, get_sampler
-from jaxdiff.sampling import eps_model
-from jaxdiff.schedules import Schedule, make_schedule
+from jaxdiff.schedules import Schedule, eps_model, make_schedule
 from jaxdiff.train import (
     EpochLoop,
     TrainState,
@@ -77,7 +76,7 @@ class Pieces:
     Attributes:
         model: The Linen module.
         apply_fn: What the samplers call: ``model.apply`` itself, or for a v-prediction DDPM
-            its epsilon form (:func:`jaxdiff.sampling.eps_model`).
+            its epsilon form (:func:`jaxdiff.schedules.eps_model`).
         loss_fn: ``loss_fn(params, x0, key) -> (loss, metrics)``.
         tx: The optimizer.
         sched: The noise schedule (DDPM runs), else ``None``.
@@ -115,8 +114,8 @@ def build(cfg: Config, steps_per_epoch: int | None = None) -> Pieces:
     p = cfg.process
     if p.kind == "ddpm":
         sched = make_schedule(p.schedule, p.T, p.beta1, p.beta2)
-        loss_fn = ddpm_loss(apply_fn, sched, p.prediction, p.weighting)
         eps_fn = eps_model(apply_fn, sched, p.prediction)
+        loss_fn = ddpm_loss(apply_fn, sched, p.prediction, p.weighting)
         return Pieces(model, eps_fn, loss_fn, tx, sched=sched, cfg=cfg)
     if p.kind == "cold":
         from jaxdiff.cold import noise_levels

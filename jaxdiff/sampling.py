@@ -11,7 +11,7 @@ Intermediate states can be kept: pass ``keep=(t1, t2, ...)`` (times to record, t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -19,39 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff.schedules import Schedule, eps_from_v
-
-ApplyFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
-
-
-def eps_model(apply_fn: ApplyFn, sched: Schedule, prediction: str = "eps") -> ApplyFn:
-    """The epsilon-prediction form of a network, as every sampler here takes it.
-
-    Args:
-        apply_fn: ``apply_fn(params, z, t_frac) -> prediction`` with ``t_frac = t / T``.
-        sched: The schedule the network was trained with.
-        prediction: What the network predicts: ``"eps"`` (returned unchanged) or ``"v"``
-            (converted by :func:`jaxdiff.schedules.eps_from_v`, the integer time recovered
-            as ``round(t_frac * T)``).
-
-    Returns:
-        ``eps_fn(params, z, t_frac) -> eps_hat``; build it once and reuse it, since the
-        samplers compile per function.
-
-    Raises:
-        ValueError: For an unknown prediction.
-    """
-    if prediction == "eps":
-        return apply_fn
-    if prediction != "v":
-        raise ValueError(f"unknown prediction {prediction!r}; use 'eps' or 'v'.")
-    T = sched.T  # noqa: N806
-
-    def eps_fn(params, z, t_frac):
-        t = jnp.round(t_frac * T).astype(jnp.int32)
-        return eps_from_v(sched, z, t, apply_fn(params, z, t_frac))
-
-    return eps_fn
+from jaxdiff.schedules import ApplyFn, Schedule
 
 
 def _start(key: jax.Array, shape: tuple[int, ...], keep: Sequence[int] = ()):

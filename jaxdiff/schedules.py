@@ -7,10 +7,14 @@ cumulative product of ``1 - beta`` (the starter calls it ``alpha_t``).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+#: A network: ``apply_fn(params, z, t_frac) -> prediction`` with ``t_frac = t / T``.
+ApplyFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 
 
 class Schedule(NamedTuple):
@@ -217,3 +221,33 @@ def eps_from_v(sched: Schedule, z: jax.Array, t: jax.Array, v: jax.Array) -> jax
     """
     ab = sched.alpha_bar[t][:, None, None, None]
     return jnp.sqrt(1.0 - ab) * z + jnp.sqrt(ab) * v
+
+
+def eps_model(apply_fn: ApplyFn, sched: Schedule, prediction: str = "eps") -> ApplyFn:
+    """The epsilon-prediction form of a network, as every sampler takes it.
+
+    Args:
+        apply_fn: ``apply_fn(params, z, t_frac) -> prediction`` with ``t_frac = t / T``.
+        sched: The schedule the network was trained with.
+        prediction: What the network predicts: ``"eps"`` (returned unchanged) or ``"v"``
+            (converted by :func:`eps_from_v`, the integer time recovered
+            as ``round(t_frac * T)``).
+
+    Returns:
+        ``eps_fn(params, z, t_frac) -> eps_hat``; build it once and reuse it, since the
+        samplers compile per function.
+
+    Raises:
+        ValueError: For an unknown prediction.
+    """
+    if prediction == "eps":
+        return apply_fn
+    if prediction != "v":
+        raise ValueError(f"unknown prediction {prediction!r}; use 'eps' or 'v'.")
+    T = sched.T  # noqa: N806
+
+    def eps_fn(params, z, t_frac):
+        t = jnp.round(t_frac * T).astype(jnp.int32)
+        return eps_from_v(sched, z, t, apply_fn(params, z, t_frac))
+
+    return eps_fn

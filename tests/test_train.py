@@ -339,8 +339,7 @@ def test_ddpm_loss_rejects_unknown_options_clearly():
 
 
 def test_v_prediction_model_gives_samplers_the_true_eps():
-    from jaxdiff.sampling import eps_model
-    from jaxdiff.schedules import v_target
+    from jaxdiff.schedules import eps_model, v_target
 
     sched = linear(T=100)
     x0 = jax.random.uniform(jax.random.key(0), (2, 4, 4, 1)) - 0.5

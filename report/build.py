@@ -26,6 +26,7 @@ import re
 import sys
 from pathlib import Path
 
+from evidence import evidence_tables
 from figures import draw_figures
 from sections import SECTIONS
 from study import load_study
@@ -52,7 +53,7 @@ def build_report_data(results_dir: str | Path, report_dir: str | Path) -> dict:
         for old in d.glob(pattern):  # stale generated files
             old.unlink()
     out = Values(notes=list(study.notes))
-    for section in SECTIONS:
+    for section in (*SECTIONS, evidence_tables):
         section(study, out)
     figures = draw_figures(study, out, fig_dir)
     out.put("study.n_runs", len(study.runs))

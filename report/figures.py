@@ -8,11 +8,14 @@ with a note; ``report.typ`` shows a placeholder for it.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image
 from study import (
     ANCHOR_EPOCHS,
     KNOWN_ANCHORS,
@@ -23,6 +26,7 @@ from study import (
     distinct_runs,
     epoch_series,
     headline_eval,
+    load_eval,
     select_epochs,
 )
 from values import Values, eval_summary, sampler_text
@@ -64,6 +68,21 @@ class FigureSet:
         fn(*args, path=self.dir / name, **kwargs)
         self.names.append(name)
 
+    def mosaic(self, images: np.ndarray, name: str, ncol: int = 4) -> None:
+        """Write up to 16 model-scale images as one pixel-exact mosaic PNG.
+
+        No labels: the report sets them in type, so they print at the text's size.
+        """
+        Image.fromarray(plotting.tile(np.asarray(images)[:16], ncol)).save(self.dir / name)
+        self.names.append(name)
+
+    def crop_rows(self, src: Path, name: str, frac: float) -> None:
+        """Copy the top ``frac`` of ``src`` in as ``name`` (fewer rows of a strip figure)."""
+        if src.exists():
+            with Image.open(src) as im:
+                im.crop((0, 0, im.width, round(im.height * frac))).save(self.dir / name)
+            self.names.append(name)
+
     def copy(self, src: Path, name: str) -> None:
         """Copy ``src`` in as ``name`` where it exists."""
         if src.exists():
@@ -76,7 +95,7 @@ def _loss_figures(study: Study, figs: FigureSet) -> None:
     with_records = {n: r for n, r in distinct_runs(study) if r.records}
     if with_records:
         series = {
-            f"{r.display} ({'L1/L2' if r.kind == 'cold' else 'ε-MSE'})": (
+            f"{r.display} ({'image MSE' if r.kind == 'cold' else 'ε-MSE'})": (
                 [x["epoch"] for x in r.records],
                 [x["loss"] for x in r.records],
             )
@@ -295,10 +314,137 @@ def _copied_figures(name: str, run: RunRecord, out: Values, figs: FigureSet) -> 
         if not src.exists():
             out.notes.append(f"run {name}: {src.name} missing (cold.py draws it).")
         figs.copy(src, f"cold_{name}_{f}.png")
+        figs.crop_rows(src, f"cold_{name}_{f}_top.png", 0.565)
     analysis = run.path / "analysis"
     if (analysis / "start_states.json").exists():  # analysed runs (see sections.cold_analysis)
         for f in ANALYSIS_FIGURES:
             figs.copy(analysis / f"{f}.png", f"an_{name}_{f}.png")
+
+
+#: The epochs at which the report sets the Q1 grids side by side.
+Q1_GRID_EPOCHS = (10, 24, 50)
+#: Q2 sample sets shown uncurated: key -> (run folder, epoch of its fixed-key grid, the
+#: evaluation whose least-confident panel sits beside it).
+Q2_GRIDS = {
+    "melt": ("q2_melt", 10, "ep010_cold2_n5000"),
+    "tuned": ("q2_gauss_tuned", 10, "ep010_best_n5000"),
+    "untuned": ("q2_gaussian", 10, "ep010_dpmppclip20_n5000"),
+    "noise": ("q2_ctrl_noise", 10, "ep010_cold2_n5000"),
+}
+#: Q2 runs in the loss and class figures: key -> (label, run folder, loss name).
+Q2_CURVES = {
+    "melt": ("melt", "q2_melt", "image MSE"),
+    "tuned": ("Gaussian, tuned", "q2_gauss_tuned", "Min-SNR v-loss"),
+    "untuned": ("Gaussian, first recipe", "q2_gaussian", "noise MSE"),
+    "noise": ("noise-only control", "q2_ctrl_noise", "image MSE"),
+}
+#: Font size (pt) of the figures drawn here; each is drawn at the width it is printed.
+FONT = 8
+
+
+def _grid_figures(study: Study, out: Values, figs: FigureSet) -> None:
+    """The Q1 grids at matched epochs and the Q2 uncurated grids with least-confident panels.
+
+    ``grid_q1_<who>_ep<E>.png`` (``who``: ``pytorch``, ``q1_default``, ``q1_alt``): the first
+    16 samples of the PyTorch starter and each run's fixed-key grid at epoch ``E``.
+    ``grid_q2_<key>.png``: each Q2 run's fixed-key grid (training seed 0's sampling key, the
+    run's default sampler, not selected); ``unconf_q2_<key>.png``: its evaluation's least
+    confident samples.
+    """
+    res = study.results_dir
+    for e in Q1_GRID_EPOCHS:
+        srcs = {
+            "pytorch": res / "anchors" / "samples" / f"starter_ep{e}_first16.npy",
+            "q1_default": res / "q1_default" / "samples" / f"epoch_{e:03d}.npy",
+            "q1_alt": res / "q1_alt" / "samples" / f"epoch_{e:03d}.npy",
+        }
+        for who, src in srcs.items():
+            if src.exists():
+                figs.mosaic(np.load(src), f"grid_q1_{who}_ep{e}.png")
+            else:
+                out.notes.append(f"no grid {src} for the Q1 figure.")
+    for key, (run, e, tag) in Q2_GRIDS.items():
+        src = res / run / "samples" / f"epoch_{e:03d}.npy"
+        if src.exists():
+            figs.mosaic(np.load(src), f"grid_q2_{key}.png")
+        else:
+            out.notes.append(f"no grid {src} for the Q2 figure.")
+        figs.copy(res / run / "eval" / tag / "unconfident.png", f"unconf_q2_{key}.png")
+
+
+def _read_losses(path: Path) -> tuple[list, list]:
+    lines = path.read_text().splitlines() if path.exists() else []
+    recs = [json.loads(x) for x in lines if x.strip()]
+    recs = [r for r in recs if "epoch" in r and "loss" in r]
+    return [r["epoch"] for r in recs], [r["loss"] for r in recs]
+
+
+def _loss_panels(study: Study, out: Values, figs: FigureSet) -> None:
+    """``loss.png``: Q1's noise MSE beside each Q2 run's own loss.
+
+    Left: both Q1 runs and the PyTorch starter's log. Right: the Q2 runs, whose objectives
+    differ (compare shapes, not levels).
+    """
+    res = study.results_dir
+    fig = Figure(figsize=(6.6, 2.7))
+    left, right = fig.subplots(1, 2)
+    q1 = {
+        "starter recipe": _read_losses(res / "q1_default" / "metrics.jsonl"),
+        "second set": _read_losses(res / "q1_alt" / "metrics.jsonl"),
+        "PyTorch starter (its log)": (
+            [r["epoch"] for r in study.anchor_log if "loss" in r],
+            [r["loss"] for r in study.anchor_log if "loss" in r],
+        ),
+    }
+    q2 = {f"{lab} ({loss})": _read_losses(res / run / "metrics.jsonl")
+          for lab, run, loss in Q2_CURVES.values()}  # fmt: skip
+    if not any(x for x, _ in [*q1.values(), *q2.values()]):
+        out.notes.append("no training losses recorded: loss.png not drawn.")
+        return
+    for ax, series, title in ((left, q1, "Q1: noise MSE"), (right, q2, "Q2: each run's own loss")):
+        for lab, (x, y) in series.items():
+            if x:
+                ax.plot(x, y, lw=1.2, label=lab)
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch", fontsize=FONT)
+        ax.set_title(title, fontsize=FONT)
+        ax.tick_params(which="both", labelsize=FONT - 1)
+        ax.legend(
+            fontsize=FONT - 1, frameon=False, loc="upper center", ncol=1, bbox_to_anchor=(0.5, -0.3)
+        )  # below the axes: no legend over data
+    left.set_ylabel("epoch-mean training loss", fontsize=FONT)
+    fig.tight_layout()
+    fig.savefig(figs.dir / "loss.png", dpi=150, bbox_inches="tight", metadata={"Software": None})
+    figs.names.append("loss.png")
+
+
+def _q2_class_figure(study: Study, out: Values, figs: FigureSet) -> None:
+    """``class_q2.png``: the predicted-class shares of each Q2 model's N = 5000 evaluation."""
+    groups = {}
+    for key, (run, _, tag) in Q2_GRIDS.items():
+        e = load_eval(study.results_dir / run / "eval" / tag, [])
+        if e is not None and isinstance(e.metrics.get("class_hist"), list):
+            groups[Q2_CURVES[key][0]] = e.metrics["class_hist"]
+    if not groups:
+        out.notes.append("no Q2 evaluation with class shares: class_q2.png not drawn.")
+        return
+    fig = Figure(figsize=(6.6, 1.9))
+    ax = fig.subplots()
+    width = 0.8 / len(groups)
+    for i, (lab, h) in enumerate(groups.items()):
+        ax.bar(np.arange(10) + (i - (len(groups) - 1) / 2) * width, h, width, label=lab)
+    ax.axhline(0.1, color="k", ls="--", lw=0.8)
+    ax.set_xticks(range(10))
+    ax.set_xlabel("predicted digit", fontsize=FONT)
+    ax.set_ylabel("share of samples", fontsize=FONT)
+    ax.tick_params(which="both", labelsize=FONT - 1)
+    ax.legend(fontsize=FONT - 1, frameon=False, ncol=len(groups), loc="lower center",
+              bbox_to_anchor=(0.5, 1.0))  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(
+        figs.dir / "class_q2.png", dpi=150, bbox_inches="tight", metadata={"Software": None}
+    )
+    figs.names.append("class_q2.png")
 
 
 def draw_figures(study: Study, out: Values, fig_dir: Path) -> list[str]:
@@ -322,6 +468,9 @@ def draw_figures(study: Study, out: Values, fig_dir: Path) -> list[str]:
     _steps_figure(study, out, figs)
     _ttq_figure(study, out, figs)
     _class_figure(study, figs)
+    _grid_figures(study, out, figs)
+    _loss_panels(study, out, figs)
+    _q2_class_figure(study, out, figs)
     for name, run in study.runs.items():
         _copied_figures(name, run, out, figs)
     return sorted(set(figs.names))

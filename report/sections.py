@@ -211,12 +211,13 @@ def run_numbers(study: Study, out: Values) -> None:
         k = f"run.{name}"
         _put_run_config(out, k, run, param_count(run.config) if run.config else None)
         _put_run_progress(out, k, run)
-        commands.append(_put_run_command(out, name, run, base))
+        command = _put_run_command(out, name, run, base)
         size = (run.final / "params.msgpack").stat().st_size if run.final else None
         out.put(f"{k}.final_kb", None if size is None else size / 1024, fmt(div(size, 1024), 0))
-        if run.path in seen_paths:  # a run serving two roles is listed once
+        if run.path in seen_paths:  # a run serving two roles is listed (and its command) once
             continue
         seen_paths.add(run.path)
+        commands.append(command)
         rows.append(_run_row(out, k, run))
         runs_json[name] = _run_json(out, k, run)
     starter_numbers(study, out)
@@ -592,6 +593,7 @@ def ttq_numbers(study: Study, out: Values) -> None:
 def _start_states(out: Values, name: str, data: dict) -> None:
     """``an.<run>.<start sampler>.*`` and table ``start_<run>``."""
     rows = []
+    out.put(f"an.{name}.n", data.get("n"))
     for variant, r in data.get("rows", {}).items():
         k = f"an.{name}.{slug(variant)}"
         pw = r.get("pairwise", {})

@@ -581,12 +581,13 @@ def sampling_setting(e: EvalRecord) -> tuple:
         e: The evaluation.
 
     Returns:
-        ``(sampler, steps, sample noise, eta, weights)``; evaluations with equal settings
-        may share a curve.
+        ``(sampler, steps, sample noise, eta, weights, start states)``; evaluations with
+        equal settings may share a curve.
     """
     m = e.metrics
     noise = m.get("noise") or 0.0
-    return (e.sampler, e.steps, noise, m.get("eta"), m.get("weights") or "ema")
+    start = m.get("start") or "fitted"  # an oracle start is its own setting, never a headline
+    return (e.sampler, e.steps, noise, m.get("eta"), m.get("weights") or "ema", start)
 
 
 def _at_n(run: RunRecord, e: EvalRecord, n: int) -> EvalRecord:

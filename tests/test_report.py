@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "report"))  # the report builder lives beside the report
 import build  # noqa: E402
 import configs  # noqa: E402
+import evidence  # noqa: E402
 import figures  # noqa: E402
 import sections  # noqa: E402
 import study  # noqa: E402
@@ -436,7 +437,37 @@ def test_epoch_series_never_mixes_sampling_settings(tmp_path):
     series = study.epoch_series(study.read_run_record(run, None, notes))
     # sample noise and raw weights are other settings; N nearest 1000 wins at epoch 4
     assert [e.tag for e in series] == ["ep002_cold2", "ep004_cold2"]
-    assert study.sampling_setting(series[0]) == ("cold2", 50, 0.0, None, "ema")
+    assert study.sampling_setting(series[0]) == ("cold2", 50, 0.0, None, "ema", "fitted")
+
+
+def test_an_oracle_start_is_its_own_setting_never_a_matched_headline(tmp_path):
+    # melt's evaluation from melted test digits (start "oracle") must not stand in for the
+    # model at equal N: the Q2 comparison once picked it by its tag
+    a = _write_run(tmp_path, "a", _config(), 10, 60.0)
+    b = _write_run(tmp_path, "b", _config(), 10, 60.0)
+    cold = {"sampler": "cold2", "steps": 50, "epoch": 10}
+    _write_eval(a, "ep010_cold2_n10000", _metrics(11.0, (10.0, 12.0), **cold) | {"n": 10000}, False)
+    _write_eval(a, "ep010_cold2_n5000", _metrics(12.0, (11.0, 13.0), **cold) | {"n": 5000}, False)
+    oracle = _metrics(9.0, (8.0, 10.0), **cold) | {"n": 5000, "start": "oracle"}
+    _write_eval(a, "ep010_cold2_oracle_n5000", oracle, False)
+    _write_eval(b, "ep010_cold2_n5000", _metrics(15.0, (14.0, 16.0), **cold) | {"n": 5000}, False)
+    ra, rb = (study.read_run_record(r, None, []) for r in (a, b))
+    ea, eb = study.matched_pair(ra, rb)
+    assert (ea.tag, eb.tag) == ("ep010_cold2_n5000", "ep010_cold2_n5000")
+
+
+def test_evidence_rows_read_pending_until_their_evaluation_lands(tmp_path):
+    res = tmp_path / "results"
+    run = _write_run(res, "q2_melt", _config(), 10, 60.0)
+    cold = {"sampler": "cold2", "steps": 50, "epoch": 10}
+    _write_eval(run, "ep010_cold2_n5000", _metrics(12.0, (11.0, 13.0), **cold) | {"n": 5000}, False)
+    s = study.Study(res, {}, {}, [], None, [])
+    out = values.Values()
+    evidence._rows(s, out, "q2_controls", evidence.CONTROL_ROWS, pending=True)
+    rows = out.tables["q2_controls"]["rows"]
+    assert rows[0][4] == "12.0 [11.0, 13.0]" and out.numbers["ex.q2_controls.melt.ready"]["v"]
+    assert [r[4] for r in rows[1:]] == ["pending"] * (len(evidence.CONTROL_ROWS) - 1)
+    assert out.numbers["ex.q2_controls.noise.ready"]["v"] is False
 
 
 def test_matched_pair_compares_two_runs_at_one_n(tmp_path):
@@ -667,7 +698,8 @@ def test_figures_draw_without_pyplot_or_a_backend_switch(tmp_path):
         "r = study.read_run_record(Path(sys.argv[2]), study.KNOWN_RUNS[0], [])\n"
         "s = study.Study(r.path.parent, {'q1_default': r}, {}, [], None, [])\n"
         "names = figures.draw_figures(s, values.Values(), Path(sys.argv[3]))\n"
-        "assert names == ['loss_all.png', 'loss_q1_default.png', 'samples_q1_default.png'], names\n"
+        "assert names == ['loss.png', 'loss_all.png', 'loss_q1_default.png',"
+        " 'samples_q1_default.png'], names\n"
         "assert 'matplotlib.pyplot' not in sys.modules\n"
     )
     cmd = [sys.executable, "-c", code, str(REPO / "report"), str(run), str(tmp_path)]

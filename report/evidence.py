@@ -1,0 +1,202 @@
+"""The report's evidence tables: named evaluations, row by row, for Q1 and Q2.
+
+Each table lists evaluation folders (``results/<run>/eval/<tag>``) in a fixed order, so a
+comparison shows exactly the sample sets it claims (equal ``N`` within a block). A row whose
+evaluation is not recorded yet reads "pending" (the run is queued, ``study.json``'s
+``q2_evidence`` group), never a number. Numbers go under ``ex.<table>.<row>.*``; the settings
+of the melt process and its start-state mixture under ``q2a.*``; training times under
+``time.*``; the speed host under ``bench.host``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import numpy as np
+from study import EvalRecord, Study, anchor_wall_s, load_eval
+from values import Values, ci_text, div, fmt, pct, sampler_text
+
+from jaxdiff import degradations, start_states
+
+EVIDENCE_HEADER = ["model", "epoch", "sampler", "N", "FD [95% CI]", "precision", "recall",
+                   "rarest class %"]  # fmt: skip
+TIME_HEADER = ["model", "epochs", "train wall h", "train CPU h", "FD at the end", "N"]
+
+#: (row key, label, evaluation folder relative to the results tree)
+Row = tuple[str, str, str]
+
+Q1_ROWS: list[Row] = [
+    ("d10", "starter recipe", "q1_default/eval/ep010_ancestral_n500"),
+    ("a10", "second set", "q1_alt/eval/ep010_ancestral_n500"),
+    ("a10raw", "second set, raw weights", "q1_alt/eval/ep010_raw_ancestral_n500"),
+    ("p24", "PyTorch starter", "anchors/eval/starter_ep24"),
+    ("d24", "starter recipe", "q1_default/eval/ep024_ancestral"),
+    ("a24", "second set", "q1_alt/eval/ep024_ancestral"),
+    ("d24ddim", "starter recipe", "q1_default/eval/ep024_ddim100"),
+    ("p50", "PyTorch starter", "anchors/eval/starter_ep50"),
+    (
+        "p50j",
+        "PyTorch epoch-50 weights, jaxdiff sampler",
+        "anchors/eval/starter_ep50_jaxdiff_sampler",
+    ),
+    ("d50", "starter recipe", "q1_default/eval/ep050_ancestral"),
+    ("d50n2k", "starter recipe", "q1_default/eval/ep050_ancestral_n2000"),
+    ("a50n2k", "second set", "q1_alt/eval/ep050_ancestral_n2000"),
+    ("d50ddim", "starter recipe", "q1_default/eval/ep050_ddim100_n10000"),
+    ("a50ddim", "second set", "q1_alt/eval/ep050_ddim100_n10000"),
+]
+Q1_SEED_ROWS: list[Row] = [
+    ("s0e24", "seed 0, epoch 24", "q1_default/eval/ep024_ancestral"),
+    ("s1e24", "seed 1, epoch 24", "q1_default_s1/eval/ep024_ancestral"),
+    ("s0e30", "seed 0, epoch 30", "q1_default/eval/ep030_ancestral"),
+    ("s1e30", "seed 1, epoch 30", "q1_default_s1/eval/ep030_ancestral"),
+]
+CONTROL_ROWS: list[Row] = [
+    ("melt", "melt (sediment + blur + noise)", "q2_melt/eval/ep010_cold2_n5000"),
+    ("noise", "noise only (identity degradation)", "q2_ctrl_noise/eval/ep010_cold2_n5000"),
+    ("blur", "blur only + noise", "q2_ctrl_blur/eval/ep010_cold2_n5000"),
+    ("sediment", "sediment only + noise", "q2_ctrl_sediment/eval/ep010_cold2_n5000"),
+    ("mix", "melt's start mixture, no restorer", "q2_melt/eval/ep010_start_mixture_n5000"),
+    ("oracle", "melt from melted test digits", "q2_melt/eval/ep010_cold2_oracle_n5000"),
+]
+GAUSS_ROWS: list[Row] = [
+    ("melt", "melt", "q2_melt/eval/ep010_cold2_n5000"),
+    ("tuned", "Gaussian, tuned", "q2_gauss_tuned/eval/ep010_best_n5000"),
+    ("untuned", "Gaussian, first recipe", "q2_gaussian/eval/ep010_dpmppclip20_n5000"),
+    ("melt_s1", "melt, seed 1", "q2_melt_s1/eval/ep010_cold2_n5000"),
+    ("tuned_s1", "Gaussian, tuned, seed 1", "q2_gauss_tuned_s1/eval/ep010_best_n5000"),
+]
+#: (key, label, run folder, evaluation tag whose FD is quoted)
+TIME_ROWS = [
+    ("d", "starter recipe (CNN)", "q1_default", "ep050_ancestral_n2000"),
+    ("a", "second set (CNN)", "q1_alt", "ep050_ancestral_n2000"),
+    ("melt", "melt (UNet)", "q2_melt", "ep010_cold2_n5000"),
+    ("tuned", "Gaussian, tuned (UNet)", "q2_gauss_tuned", "ep010_best_n5000"),
+    ("untuned", "Gaussian, first recipe (UNet)", "q2_gaussian", "ep010_dpmppclip20_n5000"),
+]
+
+
+def _load(study: Study, rel: str) -> EvalRecord | None:
+    """The evaluation at ``results/<rel>`` (``None`` while not recorded)."""
+    folder = study.results_dir / rel
+    return load_eval(folder, []) if (folder / "metrics.json").exists() else None
+
+
+def _rarest(e: EvalRecord) -> float | None:
+    hist = e.metrics.get("class_hist")
+    return pct(float(min(hist))) if isinstance(hist, list) and hist else None
+
+
+def _rows(study: Study, out: Values, name: str, rows: list[Row], pending: bool) -> None:
+    """Table ``name`` from ``rows``; ``ex.<name>.<key>.*`` per recorded row."""
+    cells = []
+    for key, label, rel in rows:
+        e = _load(study, rel)
+        out.put(f"ex.{name}.{key}.ready", e is not None)
+        if e is None:
+            if pending:
+                cells.append([label, "–", "–", "–", "pending", "–", "–", "–"])
+            continue
+        out.put_eval(f"ex.{name}.{key}", e)
+        r = _rarest(e)
+        out.put(f"ex.{name}.{key}.rarest_pct", r, fmt(r, 1))
+        epoch = "–" if e.epoch is None else str(e.epoch)
+        sampler = "start state only" if e.sampler == "start" else sampler_text(e)
+        m = e.metrics
+        cells.append([label, epoch, sampler, str(m.get("n", "–")), ci_text(m, "fd", 1),
+                      fmt(m.get("precision"), 3), fmt(m.get("recall"), 3), fmt(r, 1)])  # fmt: skip
+    if all(c[4] == "pending" for c in cells):  # nothing recorded: an empty table, no placeholders
+        cells = []
+    out.table(name, EVIDENCE_HEADER, cells)
+
+
+def _times(study: Study, out: Values) -> None:
+    """Table ``time``: training wall and CPU hours with the final FD; the PyTorch starter's."""
+    cells = []
+    for key, label, run, tag in TIME_ROWS:
+        path = study.results_dir / run / "metrics.jsonl"
+        if not path.exists():
+            continue
+        recs = [r for r in _jsonl(path) if "epoch" in r]
+        last = recs[-1] if recs else {}
+        wall, cpu = div(last.get("wall_s"), 3600), div(last.get("cpu_s"), 3600)
+        e = _load(study, f"{run}/eval/{tag}")
+        out.put(f"time.{key}.wall_h", wall, fmt(wall, 2))
+        out.put(f"time.{key}.cpu_h", cpu, fmt(cpu, 2))
+        fd = ci_text(e.metrics, "fd", 1) if e else "–"
+        n = str(e.metrics.get("n")) if e else "–"
+        cells.append([label, str(last.get("epoch", "–")), fmt(wall, 2), fmt(cpu, 2), fd, n])
+    wall = div(anchor_wall_s(study, 50), 3600)
+    out.put("time.starter.wall_h", wall, fmt(wall, 2))
+    anchor = study.anchors.get("starter_ep50")
+    if wall is not None and anchor is not None:
+        row = ["PyTorch starter (CNN)", "50", fmt(wall, 2), "–"]
+        cells.insert(0, row + [ci_text(anchor.metrics, "fd", 1), str(anchor.metrics.get("n"))])
+    out.table("time", TIME_HEADER, cells)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _q2a_settings(study: Study, out: Values) -> None:
+    """``q2a.*``: melt's settings, from the run's config and the library's defaults.
+
+    The blur widths and the start-state mixture are not config values: they are read from the
+    signatures of :func:`jaxdiff.degradations.melt` and
+    :func:`jaxdiff.start_states.fit_start_distribution`, so the report follows the code.
+    """
+    run = study.runs.get("q2_custom")
+    proc = run.config.get("process", {}) if run else {}
+    for k in ("T", "noise", "noise_schedule", "degradation", "loss", "sample_noise"):
+        v = proc.get(k)
+        out.put(f"q2a.{k}", v, None if not isinstance(v, float) else fmt(v, 2))
+    melt = inspect.signature(degradations.melt).parameters
+    for k in ("sigma_min", "sigma_max"):
+        v = float(melt[k].default)
+        out.put(f"q2a.{k}", v, f"{v:g}")
+    fit = inspect.signature(start_states.fit_start_distribution).parameters
+    for k in ("n_components", "n_pca", "max_images", "iters"):
+        v = int(fit[k].default)
+        out.put(f"q2a.{k}", v, f"{v:,}")
+
+
+def _bench_host(study: Study, out: Values) -> None:
+    """``bench.host``: the benchmark's recorded CPU model and core count."""
+    cfg = (study.bench or {}).get("config")
+    cpu = cfg.get("cpu") if isinstance(cfg, dict) and isinstance(cfg.get("cpu"), dict) else {}
+    if cpu.get("model"):
+        cores = f", {cpu['cores']} cores" if cpu.get("cores") else ""
+        out.put("bench.host", cpu["model"], f"{cpu['model']}{cores}")
+
+
+def _class_shares(study: Study, out: Values) -> None:
+    """``ex.cls.<row>.*``: the share of the commonest class of the Q1 evaluations."""
+    for key, _, rel in Q1_ROWS:
+        e = _load(study, rel)
+        hist = e.metrics.get("class_hist") if e else None
+        if isinstance(hist, list) and hist:
+            out.put(f"ex.q1.{key}.top_digit", int(np.argmax(hist)))
+            v = pct(float(max(hist)))
+            out.put(f"ex.q1.{key}.top_pct", v, fmt(v, 0))
+
+
+def evidence_tables(study: Study, out: Values) -> None:
+    """The Q1 and Q2 evidence tables, training times, Q2a's settings and the speed host.
+
+    Args:
+        study: The study.
+        out: Where tables ``q1``, ``q1_seed``, ``q2_controls``, ``q2_gauss``, ``time`` and
+            the numbers go.
+    """
+    _rows(study, out, "q1", Q1_ROWS, pending=False)
+    _class_shares(study, out)
+    _rows(study, out, "q1_seed", Q1_SEED_ROWS, pending=True)
+    out.put("ex.q1_seed.ready", bool(out.numbers["ex.q1_seed.s1e24.ready"]["v"]))
+    _rows(study, out, "q2_controls", CONTROL_ROWS, pending=True)
+    _rows(study, out, "q2_gauss", GAUSS_ROWS, pending=True)
+    _times(study, out)
+    _q2a_settings(study, out)
+    _bench_host(study, out)

@@ -61,6 +61,8 @@ SEEDS: list[Row] = [
     ("melt, seed 1", "q2_melt_s1/eval/ep010_cold2_n5000"),
     ("Gaussian tuned, seed 0", "q2_gauss_tuned/eval/ep010_best_n5000"),
     ("Gaussian tuned, seed 1", "q2_gauss_tuned_s1/eval/ep010_best_n5000"),
+    ("blur only + noise, seed 0", "q2_ctrl_blur/eval/ep010_cold2_n5000"),
+    ("blur only + noise, seed 1", "q2_ctrl_blur_s1/eval/ep010_cold2_n5000"),
 ]
 STARTER_SEEDS: list[tuple[str, str, str, int]] = [
     # label, eval folder, run folder (for its fixed-key grid), epoch
@@ -170,7 +172,7 @@ def _budget(results: Path, plot: Path) -> list[str]:
 
 def _seed_spread(results: Path) -> list[str]:
     out = []
-    for a, b, name in ((0, 1, "melt"), (2, 3, "Gaussian tuned")):
+    for a, b, name in ((0, 1, "melt"), (2, 3, "Gaussian tuned"), (4, 5, "blur only + noise")):
         ma, mb = _metrics(results, SEEDS[a][1]), _metrics(results, SEEDS[b][1])
         if ma is None or mb is None:
             out.append(f"- {name}: queued.")
@@ -190,6 +192,7 @@ FEATURE_SPACES: list[Row] = [
     ("noise only", "q2_ctrl_noise/eval/ep010_cold2_n5000"),
     ("blur only", "q2_ctrl_blur/eval/ep010_cold2_n5000"),
     ("sediment only", "q2_ctrl_sediment/eval/ep010_cold2_n5000"),
+    ("blur only, seed 1", "q2_ctrl_blur_s1/eval/ep010_cold2_n5000"),
     ("melt, seed 1", "q2_melt_s1/eval/ep010_cold2_n5000"),
     ("Gaussian tuned, seed 1", "q2_gauss_tuned_s1/eval/ep010_best_n5000"),
     ("melt, 30 epochs (constant lr)", "q2_melt_long/eval/ep030_cold2_n5000"),

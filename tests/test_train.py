@@ -1,3 +1,4 @@
+import argparse
 import json
 
 import jax
@@ -266,6 +267,13 @@ def test_warm_start_from_an_export_after_checkpoints_are_lost(tmp_path):
     assert saved["warm_starts"] == [{"from": str(export), "epoch": 1, "note": "Adam moments reset"}]
     with pytest.raises(CheckpointError, match="continue it with --resume"):
         fit(cfg, tmp_path / "a", warm_start=export, **kw)
+    # sampling an export records which weights it holds, whatever --weights said
+    from jaxdiff.app.cli import draw_samples
+
+    args = argparse.Namespace(checkpoint=export.with_name("epoch_001_raw"), epoch=None, n=2)
+    args.seed, args.sampler, args.steps, args.eta, args.data_dir = 0, "ddim", 2, 0.0, None
+    _, info = draw_samples(args)
+    assert info["weights"] == "raw" and info["epoch"] == 1
 
 
 def test_cosine_run_refuses_to_resume_with_other_epochs(tmp_path):

@@ -611,7 +611,7 @@ def _draw_info(
         "seed": args.seed,
         "start": start_kind if cold else None,
         "start_noise": start_noise,
-        "weights": weights,
+        "weights": meta.get("weights", weights),  # an export folder says which it holds
         "conv_impl": cfg.model.conv_impl,
     }
 
@@ -746,7 +746,8 @@ def export_command(args: argparse.Namespace) -> int:
     try:
         check_paths(checkpoint=args.checkpoint, out_dir=args.out)
         cfg, _, params, meta = load_run(args.checkpoint, args.epoch, args.weights)
-        extra = {"epoch": meta.get("epoch"), "step": meta.get("step"), "weights": args.weights}
+        weights = meta.get("weights", args.weights)  # an export folder says which it holds
+        extra = {"epoch": meta.get("epoch"), "step": meta.get("step"), "weights": weights}
         ckpt.export_params(args.out, cfg, params, extra)
     except USER_ERRORS as err:
         return fail(str(err))

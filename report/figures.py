@@ -410,7 +410,11 @@ def _loss_panels(study: Study, out: Values, figs: FigureSet) -> None:
         ax.set_title(title, fontsize=FONT)
         ax.tick_params(which="both", labelsize=FONT - 1)
         ax.legend(
-            fontsize=FONT - 1, frameon=False, loc="upper center", ncol=1, bbox_to_anchor=(0.5, -0.36)
+            fontsize=FONT - 1,
+            frameon=False,
+            loc="upper center",
+            ncol=1,
+            bbox_to_anchor=(0.5, -0.36),
         )  # below the axes: no legend over data
     left.set_ylabel("epoch-mean training loss", fontsize=FONT)
     fig.tight_layout()

@@ -63,16 +63,44 @@ CONTROL_ROWS: list[Row] = [
 ]
 GAUSS_ROWS: list[Row] = [
     ("melt", "melt", "q2_melt/eval/ep010_cold2_n5000"),
+    ("melt_s1", "melt, seed 1", "q2_melt_s1/eval/ep010_cold2_n5000"),
+    ("blur", "blur only + noise", "q2_ctrl_blur/eval/ep010_cold2_n5000"),
+    ("blur_s1", "blur only + noise, seed 1", "q2_ctrl_blur_s1/eval/ep010_cold2_n5000"),
+    ("tuned", "Gaussian, tuned", "q2_gauss_tuned/eval/ep010_best_n5000"),
+    ("tuned_s1", "Gaussian, tuned, seed 1", "q2_gauss_tuned_s1/eval/ep010_best_n5000"),
+    ("untuned", "Gaussian, first recipe", "q2_gaussian/eval/ep010_dpmppclip20_n5000"),
+]
+#: Pairs of training seeds in ``GAUSS_ROWS`` whose spread is quoted (``ex.seed.<key>.*``).
+SEED_PAIRS = {"melt": ("melt", "melt_s1"), "blur": ("blur", "blur_s1"),
+              "tuned": ("tuned", "tuned_s1")}  # fmt: skip
+#: The same sample sets scored in the second feature space: (key, label, LeNet evaluation);
+#: the MLP evaluation is the folder with ``_mlp`` appended. Seed 0 only (the seed-1 sets are
+#: in ``results/q2_evidence.md``).
+FEATURE_ROWS: list[Row] = [
+    ("melt", "melt", "q2_melt/eval/ep010_cold2_n5000"),
+    ("blur", "blur only + noise", "q2_ctrl_blur/eval/ep010_cold2_n5000"),
     ("tuned", "Gaussian, tuned", "q2_gauss_tuned/eval/ep010_best_n5000"),
     ("untuned", "Gaussian, first recipe", "q2_gaussian/eval/ep010_dpmppclip20_n5000"),
-    ("melt_s1", "melt, seed 1", "q2_melt_s1/eval/ep010_cold2_n5000"),
-    ("tuned_s1", "Gaussian, tuned, seed 1", "q2_gauss_tuned_s1/eval/ep010_best_n5000"),
+    ("sediment", "sediment only + noise", "q2_ctrl_sediment/eval/ep010_cold2_n5000"),
+    ("noise", "noise only", "q2_ctrl_noise/eval/ep010_cold2_n5000"),
 ]
+FEATURE_HEADER = ["model", "LeNet FD [95% CI]", "MLP FD [95% CI]", "MLP precision",
+                  "MLP recall"]  # fmt: skip
+#: The 30-epoch budget runs (constant learning rate after warm-up): key -> (label, run,
+#: evaluation tag pattern), evaluated at :data:`BUDGET_EPOCHS`.
+BUDGET_RUNS = {
+    "melt": ("melt", "q2_melt_long", "ep{e:03d}_cold2_n5000"),
+    "tuned": ("Gaussian, tuned", "q2_gauss_long", "ep{e:03d}_best_n5000"),
+}
+BUDGET_EPOCHS = (5, 10, 20, 30)
+BUDGET_HEADER = ["model", "epoch", "train CPU h", "FD [95% CI]", "precision", "recall",
+                 "rarest class %"]  # fmt: skip
 #: (key, label, run folder, evaluation tag whose FD is quoted)
 TIME_ROWS = [
     ("d", "starter recipe (CNN)", "q1_default", "ep050_ancestral_n2000"),
     ("a", "second set (CNN)", "q1_alt", "ep050_ancestral_n2000"),
     ("melt", "melt (UNet)", "q2_melt", "ep010_cold2_n5000"),
+    ("blur", "blur only + noise (UNet)", "q2_ctrl_blur", "ep010_cold2_n10000"),
     ("tuned", "Gaussian, tuned (UNet)", "q2_gauss_tuned", "ep010_best_n5000"),
     ("untuned", "Gaussian, first recipe (UNet)", "q2_gaussian", "ep010_dpmppclip20_n5000"),
 ]
@@ -183,13 +211,91 @@ def _class_shares(study: Study, out: Values) -> None:
             out.put(f"ex.q1.{key}.top_pct", v, fmt(v, 0))
 
 
+def cpu_hours_at(study: Study, run: str, epoch: int) -> float | None:
+    """A run's cumulative training CPU hours at the end of ``epoch`` (``None`` if unrecorded).
+
+    Args:
+        study: The study.
+        run: The run folder under the results tree.
+        epoch: The epoch.
+
+    Returns:
+        The hours, from the run's ``metrics.jsonl``.
+    """
+    path = study.results_dir / run / "metrics.jsonl"
+    if not path.exists():
+        return None
+    recs = [r for r in _jsonl(path) if r.get("epoch") == epoch]
+    return div(recs[-1].get("cpu_s"), 3600) if recs else None
+
+
+def _seed_spread(out: Values) -> None:
+    """``ex.seed.<model>.{diff,mean,ci_width}``: two training seeds against sampling noise."""
+    for key, (a, b) in SEED_PAIRS.items():
+        fa, fb = out.numbers.get(f"ex.q2_gauss.{a}.fd"), out.numbers.get(f"ex.q2_gauss.{b}.fd")
+        if not fa or not fb or fa["v"] is None or fb["v"] is None:
+            continue
+        diff = abs(fa["v"] - fb["v"])
+        out.put(f"ex.seed.{key}.diff", diff, fmt(diff, 1))
+        out.put(f"ex.seed.{key}.mean", (fa["v"] + fb["v"]) / 2, fmt((fa["v"] + fb["v"]) / 2, 1))
+        cis = [out.numbers[f"ex.q2_gauss.{k}.fd_ci"]["v"] for k in (a, b)]
+        width = float(np.mean([hi - lo for lo, hi in cis]))
+        out.put(f"ex.seed.{key}.ci_width", width, fmt(width, 1))
+
+
+def _features(study: Study, out: Values) -> None:
+    """Table ``q2_features``: each sample set's FD in the LeNet and the MLP feature spaces."""
+    cells = []
+    for key, label, rel in FEATURE_ROWS:
+        lenet, mlp = _load(study, rel), _load(study, rel + "_mlp")
+        if lenet is None:
+            continue
+        out.put(f"ex.q2_mlp.{key}.ready", mlp is not None)
+        if mlp is not None:
+            out.put_eval(f"ex.q2_mlp.{key}", mlp)
+        for space, e in (("lenet", lenet), ("mlp", mlp)):  # real test digits at this N
+            floor = e.metrics.get("floor") if e else None
+            if floor and f"ex.q2_features.floor_{space}" not in out.numbers:
+                out.put(f"ex.q2_features.floor_{space}", floor["fd"], fmt(floor["fd"], 2))
+        m = mlp.metrics if mlp else {}
+        cells.append([label, ci_text(lenet.metrics, "fd", 1),
+                      ci_text(m, "fd", 1) if mlp else "pending",
+                      fmt(m.get("precision"), 3), fmt(m.get("recall"), 3)])  # fmt: skip
+    out.table("q2_features", FEATURE_HEADER, cells)
+
+
+def _budget(study: Study, out: Values) -> None:
+    """Table ``q2_budget`` and series ``budget``: FD against training CPU hours, 30 epochs."""
+    cells, series = [], {}
+    for key, (label, run, pattern) in BUDGET_RUNS.items():
+        pts = []
+        for e in BUDGET_EPOCHS:
+            ev = _load(study, f"{run}/eval/{pattern.format(e=e)}")
+            hours = cpu_hours_at(study, run, e)
+            out.put(f"ex.q2_budget.{key}_e{e}.ready", ev is not None)
+            if ev is None:
+                cells.append([label, str(e), fmt(hours, 2), "pending", "–", "–", "–"])
+                continue
+            out.put_eval(f"ex.q2_budget.{key}_e{e}", ev)
+            m, r = ev.metrics, _rarest(ev)
+            quality = [fmt(m.get("precision"), 3), fmt(m.get("recall"), 3), fmt(r, 1)]
+            cells.append([label, str(e), fmt(hours, 2), ci_text(m, "fd", 1), *quality])
+            if hours is not None:
+                pts.append({"epoch": e, "cpu_h": hours, "fd": m.get("fd"), "fd_ci": m.get("fd_ci")})
+        series[label] = pts
+    done = [c for c in cells if c[3] != "pending"]
+    out.put("ex.q2_budget.ready", len(done) == len(cells))
+    out.table("q2_budget", BUDGET_HEADER, cells if done else [])
+    out.series["budget"] = series
+
+
 def evidence_tables(study: Study, out: Values) -> None:
     """The Q1 and Q2 evidence tables, training times, Q2a's settings and the speed host.
 
     Args:
         study: The study.
-        out: Where tables ``q1``, ``q1_seed``, ``q2_controls``, ``q2_gauss``, ``time`` and
-            the numbers go.
+        out: Where tables ``q1``, ``q1_seed``, ``q2_controls``, ``q2_gauss``,
+            ``q2_features``, ``q2_budget``, ``time``, the ``budget`` series and the numbers go.
     """
     _rows(study, out, "q1", Q1_ROWS, pending=False)
     _class_shares(study, out)
@@ -197,6 +303,9 @@ def evidence_tables(study: Study, out: Values) -> None:
     out.put("ex.q1_seed.ready", bool(out.numbers["ex.q1_seed.s1e24.ready"]["v"]))
     _rows(study, out, "q2_controls", CONTROL_ROWS, pending=True)
     _rows(study, out, "q2_gauss", GAUSS_ROWS, pending=True)
+    _seed_spread(out)
+    _features(study, out)
+    _budget(study, out)
     _times(study, out)
     _q2a_settings(study, out)
     _bench_host(study, out)

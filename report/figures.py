@@ -14,40 +14,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from evidence import cpu_hours_at
 from matplotlib.figure import Figure
 from PIL import Image
 from study import (
-    ANCHOR_EPOCHS,
-    KNOWN_ANCHORS,
     RunRecord,
     Study,
-    anchor_display,
-    anchor_wall_s,
-    distinct_runs,
-    epoch_series,
     headline_eval,
     load_eval,
-    select_epochs,
 )
-from values import Values, eval_summary, sampler_text
+from values import Values
 
 from jaxdiff.app import plotting
 
-#: Galleries written by ``evaluate.py`` that the report copies (file stem -> figure kind).
-GALLERIES = ("confident", "unconfident", "nn_closest", "nn_farthest", "per_class", "class_hist")
-#: Cold-run figures written by ``cold.py``.
-COLD_FIGURES = ("degradation_strip", "trajectory", "restoration")
-#: Figures written by ``experiments/analyze_cold.py`` into a cold run's ``analysis/``.
-ANALYSIS_FIGURES = ("restoration_error", "start_fitted", "start_oracle", "start_single")
-#: The metrics of the fidelity figure, with their axis labels.
-FIDELITY_PANELS = {
-    "fd": "FD (95% CI)",
-    "kid": "KID (95% CI)",
-    "precision": "precision",
-    "recall": "recall",
-    "class_tv": "class TV from uniform",
-    "nn_dist_ratio": "NN distance ratio",
-}
+#: Galleries written by ``evaluate.py`` that the report prints (file stem), and the roles
+#: whose headline evaluation's galleries it prints (Q1c).
+GALLERIES = ("confident", "unconfident")
+GALLERY_ROLES = ("q1_default", "q1_alt")
+#: Cold-run figures written by ``cold.py`` whose top rows the report prints (Q2a, Q2b).
+COLD_FIGURES = ("degradation_strip", "trajectory")
+COLD_ROLES = ("q2_custom",)
 
 # ----------------------------------------------------------------------------- the report's
 
@@ -90,235 +76,23 @@ class FigureSet:
             self.names.append(name)
 
 
-def _loss_figures(study: Study, figs: FigureSet) -> None:
-    """``loss_all.png`` and ``loss_<run>.png``: one curve per run folder, under its first role."""
-    with_records = {n: r for n, r in distinct_runs(study) if r.records}
-    if with_records:
-        series = {
-            f"{r.display} ({'image MSE' if r.kind == 'cold' else 'ε-MSE'})": (
-                [x["epoch"] for x in r.records],
-                [x["loss"] for x in r.records],
-            )
-            for r in with_records.values()
-        }
-        figs.draw(
-            "loss_all.png",
-            plotting.plot_curves,
-            series,
-            xlabel="epoch",
-            ylabel="epoch-mean training loss",
-            title="training loss, all runs",
-            logy=True,
-        )
-    for name, run in with_records.items():
-        figs.draw(f"loss_{name}.png", plotting.plot_loss_curve, run.records, title=run.display)
-
-
-def _sample_figures(study: Study, figs: FigureSet) -> None:
-    """``samples_<run>.png``: up to six epochs of each run's fixed-key grid."""
-    for name, run in study.runs.items():
-        eps = select_epochs(run.sample_epochs, 6)
-        if not eps:  # e.g. trained with --grid-n 0; no figure, nothing missing
-            continue
-        grids = [np.load(run.path / "samples" / f"epoch_{e:03d}.npy") for e in eps]
-        figs.draw(
-            f"samples_{name}.png",
-            plotting.save_panels,
-            grids,
-            [f"epoch {e}" for e in eps],
-            ncol=min(6, len(eps)),
-            title=f"{run.display}: fixed-key samples through training",
-        )
-
-
-def _anchor_grid_figure(study: Study, out: Values, figs: FigureSet) -> None:
-    """``q1_matched.png``: jaxdiff's and PyTorch's starter grids at matched epochs."""
-    run = study.runs.get("q1_default")
-    src = study.results_dir / "anchors" / "samples"
-    panels, labels = [], []
-    for e in ANCHOR_EPOCHS:
-        ours = run.path / "samples" / f"epoch_{e:03d}.npy" if run else None
-        theirs = src / f"starter_ep{e}_first16.npy"
-        if ours is None or not ours.exists() or not theirs.exists():
-            out.notes.append(f"no grids of both starters at epoch {e}: {ours}, {theirs}.")
-            continue
-        panels += [np.load(ours)[:16], np.load(theirs)[:16]]
-        labels += [f"jaxdiff, epoch {e}", f"PyTorch, epoch {e}"]
-    if panels:
-        figs.draw(
-            "q1_matched.png",
-            plotting.save_panels,
-            panels,
-            labels,
-            ncol=4,
-            title="the starter recipe at matched epochs: jaxdiff and PyTorch (16 samples each)",
-        )
-
-
-def _with_ci(x: list, evs: list, key: str) -> tuple:
-    """``(x, y, lo, hi)`` of a metric over evaluations, ``(x, y)`` where an interval is missing."""
-    y = [e.metrics.get(key) for e in evs]
-    cis = [e.metrics.get(f"{key}_ci") for e in evs]
-    if all(isinstance(c, list | tuple) and len(c) == 2 for c in cis):
-        return x, y, [c[0] for c in cis], [c[1] for c in cis]
-    return x, y
-
-
-def _anchor_points(study: Study, key: str) -> dict:
-    """The PyTorch starter's own samples as reference markers of one metric."""
-    pts = sorted(
-        (a.epoch, a.metrics[key])
-        for a in study.anchors.values()
-        if a.epoch is not None and isinstance(a.metrics.get(key), int | float)
-    )
-    label = "PyTorch starter's own samples (1000-step ancestral, N=1000)"
-    return {label: ([p[0] for p in pts], [p[1] for p in pts])} if pts else {}
-
-
-def _fidelity_figure(study: Study, out: Values, figs: FigureSet) -> None:
-    """``fidelity_epochs.png``: each metric over epochs, one curve per run (series ``epochs``)."""
-    series: dict[str, dict] = {k: {} for k in FIDELITY_PANELS}
-    for name, run in distinct_runs(study):
-        evs = epoch_series(run)
-        if not evs:
-            continue
-        ep = [e.epoch for e in evs]
-        ns = sorted({e.metrics.get("n") or 0 for e in evs})
-        n_text = f"N={ns[0]}" if len(ns) == 1 else f"N={ns[0]}-{ns[-1]}"
-        lab = f"{run.display} ({sampler_text(evs[0])}, {n_text})"
-        for k in FIDELITY_PANELS:
-            if all(isinstance(e.metrics.get(k), int | float) for e in evs):
-                series[k][lab] = _with_ci(ep, evs, k)
-        out.series.setdefault("epochs", {})[name] = [eval_summary(e) for e in evs]
-    if not series["fd"]:
-        out.notes.append("no evaluations over epochs: fidelity_epochs.png not drawn.")
-        return
-    panels = [
-        {"series": series[k], "points": _anchor_points(study, k), "xlabel": "epoch",
-         "ylabel": label, "logy": k == "fd", "legend": k == "fd"}
-        for k, label in FIDELITY_PANELS.items()
-    ]  # fmt: skip
-    figs.draw("fidelity_epochs.png", plotting.plot_ci_panels, panels, ncol=3, legend_below=True)
-
-
-def _steps_figure(study: Study, out: Values, figs: FigureSet) -> None:
-    """``quality_steps.png``: FD and sampling cost against steps (series ``steps``)."""
-    fd, cost = {}, {}
-    for key, s in out.series.get("steps", {}).items():
-        if len(s["steps"]) < 2:
-            continue
-        name, sampler = key.split("/", 1)
-        lab = f"{study.runs[name].display}: {sampler} (epoch {s['epoch']})"
-        lo = [c[0] if c else None for c in s["fd_ci"]]
-        hi = [c[1] if c else None for c in s["fd_ci"]]
-        fd[lab] = (s["steps"], s["fd"], lo, hi) if None not in lo + hi else (s["steps"], s["fd"])
-        if None not in s["sec_per_1k"]:
-            cost[lab] = (s["steps"], s["sec_per_1k"])
-    if not fd:
-        out.notes.append(
-            "no run evaluated at two or more step counts: quality_steps.png not drawn."
-        )
-        return
-    hl = {anchor_display(t): a.metrics["fd"] for t, a in study.anchors.items()}
-    panels = [
-        {"series": fd, "hlines": hl, "xlabel": "sampling steps", "ylabel": "FD (95% CI)",
-         "logx": True, "logy": True},
-        {"series": cost, "xlabel": "sampling steps", "ylabel": "seconds per 1000 samples",
-         "logx": True, "logy": True},
-    ]  # fmt: skip
-    figs.draw("quality_steps.png", plotting.plot_ci_panels, panels)
-
-
-def _ttq_series(study: Study, out: Values) -> tuple[dict, dict]:
-    """FD against training CPU and wall minutes per run folder (series ``ttq``)."""
-    cpu, wall = {}, {}
-    distinct = dict(distinct_runs(study))
-    for name, pts in out.series.get("ttq", {}).items():
-        if not pts or name not in distinct:
-            continue
-        disp = study.runs[name].display
-        lo = [p["fd_ci"][0] if p["fd_ci"] else None for p in pts]
-        hi = [p["fd_ci"][1] if p["fd_ci"] else None for p in pts]
-        fds = [p["fd"] for p in pts]
-        ci = (lo, hi) if None not in lo + hi else ()
-        if None not in [p["cpu_min"] for p in pts]:
-            cpu[disp] = ([p["cpu_min"] for p in pts], fds, *ci)
-        if None not in [p["wall_min"] for p in pts]:
-            wall[disp] = ([p["wall_min"] for p in pts], fds, *ci)
-    return cpu, wall
-
-
-def _ttq_figure(study: Study, out: Values, figs: FigureSet) -> None:
-    """``time_to_quality.png``: FD against training time, the starter's milestones marked."""
-    cpu, wall = _ttq_series(study, out)
-    if not wall:
-        out.notes.append("no evaluated run with timed epochs: time_to_quality.png not drawn.")
-        return
-    hl = {  # the course's milestones: symbols (24) and digits (50)
-        f"{KNOWN_ANCHORS[t][0]} (FD)": a.metrics["fd"]
-        for t, a in sorted(study.anchors.items())
-        if t in KNOWN_ANCHORS and a.epoch in (24, 50)
-    }
-    timed = sorted(
-        (w / 60, a.metrics["fd"], a.epoch)
-        for a in study.anchors.values()
-        if (w := anchor_wall_s(study, a.epoch)) is not None
-    )
-    pts = {}
-    if timed:
-        eps = ", ".join(str(e) for _, _, e in timed)
-        label = f"PyTorch starter at its training time (epochs {eps})"
-        pts[label] = ([t[0] for t in timed], [t[1] for t in timed])
-    panels = [
-        {"series": cpu, "hlines": hl, "xlabel": "training CPU minutes (process time)",
-         "ylabel": "FD (95% CI)", "logy": True, "logx": True},
-        {"series": wall, "hlines": hl, "points": pts, "xlabel": "training wall minutes",
-         "ylabel": "FD (95% CI)", "logy": True, "logx": True},
-    ]  # fmt: skip
-    figs.draw("time_to_quality.png", plotting.plot_ci_panels, panels, legend_below=True)
-
-
-def _class_figure(study: Study, figs: FigureSet) -> None:
-    """``class_hist.png``: the predicted classes of each headline and anchor evaluation."""
-    groups = {}
-    for run in study.runs.values():
-        e = headline_eval(run)
-        if e is not None and isinstance(e.metrics.get("class_hist"), list):
-            groups[run.display] = e.metrics["class_hist"]
-    for t, a in sorted(study.anchors.items()):
-        if isinstance(a.metrics.get("class_hist"), list):
-            groups[anchor_display(t)] = a.metrics["class_hist"]
-    if not groups:
-        return
-    figs.draw(
-        "class_hist.png",
-        plotting.plot_grouped_bars,
-        groups,
-        [str(i) for i in range(10)],
-        ylabel="share of samples",
-        title="predicted class of generated digits (dashed: uniform)",
-        hline=0.1,
-    )
-
-
 def _copied_figures(name: str, run: RunRecord, out: Values, figs: FigureSet) -> None:
-    """A run's galleries (of its headline evaluation), cold figures and analysis figures."""
+    """A run's printed samples and cold-process figures.
+
+    Its most and least confident samples (of its headline evaluation) and, for a cold run, the
+    top rows of its degradation strip and generation trajectory.
+    """
     head = headline_eval(run)
-    if head is not None:
+    if head is not None and name in GALLERY_ROLES:
         for g in GALLERIES:
             figs.copy(head.path / f"{g}.png", f"gallery_{name}_{g}.png")
-    if run.kind != "cold":
+    if run.kind != "cold" or name not in COLD_ROLES:
         return
     for f in COLD_FIGURES:
         src = run.path / f"{f}.png"
         if not src.exists():
             out.notes.append(f"run {name}: {src.name} missing (cold.py draws it).")
-        figs.copy(src, f"cold_{name}_{f}.png")
         figs.crop_rows(src, f"cold_{name}_{f}_top.png", 0.565)
-    analysis = run.path / "analysis"
-    if (analysis / "start_states.json").exists():  # analysed runs (see sections.cold_analysis)
-        for f in ANALYSIS_FIGURES:
-            figs.copy(analysis / f"{f}.png", f"an_{name}_{f}.png")
 
 
 #: The epochs at which the report sets the Q1 grids side by side.
@@ -327,16 +101,20 @@ Q1_GRID_EPOCHS = (10, 24, 50)
 #: evaluation whose least-confident panel sits beside it).
 Q2_GRIDS = {
     "melt": ("q2_melt", 10, "ep010_cold2_n5000"),
+    "blur": ("q2_ctrl_blur", 10, "ep010_cold2_n5000"),
     "tuned": ("q2_gauss_tuned", 10, "ep010_best_n5000"),
     "untuned": ("q2_gaussian", 10, "ep010_dpmppclip20_n5000"),
+    "sediment": ("q2_ctrl_sediment", 10, "ep010_cold2_n5000"),
     "noise": ("q2_ctrl_noise", 10, "ep010_cold2_n5000"),
 }
 #: Q2 runs in the loss and class figures: key -> (label, run folder, loss name).
 Q2_CURVES = {
     "melt": ("melt", "q2_melt", "image MSE"),
+    "blur": ("blur only + noise", "q2_ctrl_blur", "image MSE"),
     "tuned": ("Gaussian, tuned", "q2_gauss_tuned", "Min-SNR v-loss"),
     "untuned": ("Gaussian, first recipe", "q2_gaussian", "noise MSE"),
-    "noise": ("noise-only control", "q2_ctrl_noise", "image MSE"),
+    "sediment": ("sediment only + noise", "q2_ctrl_sediment", "image MSE"),
+    "noise": ("noise only", "q2_ctrl_noise", "image MSE"),
 }
 #: Font size (pt) of the figures drawn here; each is drawn at the width it is printed.
 FONT = 8
@@ -409,13 +187,9 @@ def _loss_panels(study: Study, out: Values, figs: FigureSet) -> None:
         ax.set_xlabel("epoch", fontsize=FONT)
         ax.set_title(title, fontsize=FONT)
         ax.tick_params(which="both", labelsize=FONT - 1)
-        ax.legend(
-            fontsize=FONT - 1,
-            frameon=False,
-            loc="upper center",
-            ncol=1,
-            bbox_to_anchor=(0.5, -0.36),
-        )  # below the axes: no legend over data
+        if ax.get_legend_handles_labels()[0]:  # below the axes: no legend over data
+            ax.legend(fontsize=FONT - 1, frameon=False, loc="upper center", ncol=1,
+                      bbox_to_anchor=(0.5, -0.36))  # fmt: skip
     left.set_ylabel("epoch-mean training loss", fontsize=FONT)
     fig.tight_layout()
     fig.savefig(figs.dir / "loss.png", dpi=150, bbox_inches="tight", metadata={"Software": None})
@@ -442,7 +216,7 @@ def _q2_class_figure(study: Study, out: Values, figs: FigureSet) -> None:
     ax.set_xlabel("predicted digit", fontsize=FONT)
     ax.set_ylabel("share of samples", fontsize=FONT)
     ax.tick_params(which="both", labelsize=FONT - 1)
-    ax.legend(fontsize=FONT - 1, frameon=False, ncol=len(groups), loc="lower center",
+    ax.legend(fontsize=FONT - 1, frameon=False, ncol=min(3, len(groups)), loc="lower center",
               bbox_to_anchor=(0.5, 1.0))  # fmt: skip
     fig.tight_layout()
     fig.savefig(
@@ -451,30 +225,70 @@ def _q2_class_figure(study: Study, out: Values, figs: FigureSet) -> None:
     figs.names.append("class_q2.png")
 
 
+#: 10-epoch runs (cosine decay to zero) drawn as reference markers on the budget figure:
+#: label -> (run folder, evaluation tag).
+BUDGET_MARKERS = {
+    "melt, 10 epochs, cosine decay": ("q2_melt", "ep010_cold2_n5000"),
+    "blur only + noise, 10 epochs, cosine decay": ("q2_ctrl_blur", "ep010_cold2_n5000"),
+    "Gaussian, tuned, 10 epochs, cosine decay": ("q2_gauss_tuned", "ep010_best_n5000"),
+}
+
+
+def _budget_figure(study: Study, out: Values, figs: FigureSet) -> None:
+    """``budget.png``: FD against training CPU hours of the 30-epoch runs (series ``budget``).
+
+    Each 30-epoch run is a line with its 95% intervals; the 10-epoch runs that anneal to zero
+    (:data:`BUDGET_MARKERS`) are single markers, so the cost of not annealing shows too.
+    """
+    series = {k: v for k, v in out.series.get("budget", {}).items() if v}
+    if not series:
+        out.notes.append("no 30-epoch budget run evaluated yet: budget.png not drawn.")
+        return
+    fig = Figure(figsize=(6.6, 2.6))
+    ax = fig.subplots()
+    for i, (label, pts) in enumerate(series.items()):
+        x, y = [p["cpu_h"] for p in pts], [p["fd"] for p in pts]
+        err = [[p["fd"] - p["fd_ci"][0] for p in pts], [p["fd_ci"][1] - p["fd"] for p in pts]]
+        ax.errorbar(x, y, yerr=err, color=f"C{i}", marker="o", ms=3, lw=1.2, capsize=2,
+                    label=f"{label}, 30 epochs, constant lr")  # fmt: skip
+        for p in pts:
+            ax.annotate(f"ep {p['epoch']}", (p["cpu_h"], p["fd"]), fontsize=FONT - 1,
+                        xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    for i, (label, (run, tag)) in enumerate(BUDGET_MARKERS.items()):
+        hours = cpu_hours_at(study, run, 10)
+        e = load_eval(study.results_dir / run / "eval" / tag, [])
+        if hours is not None and e is not None:
+            ax.plot([hours], [e.metrics["fd"]], marker="^s*"[i % 3], ls="none", color="k",
+                    ms=5, label=label)  # fmt: skip
+    ax.set_yscale("log")
+    ax.set_xlabel("training CPU hours (process time)", fontsize=FONT)
+    ax.set_ylabel("FD, N = 5000 (95% CI)", fontsize=FONT)
+    ax.tick_params(which="both", labelsize=FONT - 1)
+    ax.legend(fontsize=FONT - 1, frameon=False, ncol=2, loc="upper center",
+              bbox_to_anchor=(0.5, -0.22))  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(figs.dir / "budget.png", dpi=150, bbox_inches="tight", metadata={"Software": None})
+    figs.names.append("budget.png")
+
+
 def draw_figures(study: Study, out: Values, fig_dir: Path) -> list[str]:
     """Draw or copy every figure (each skipped with a note when its inputs are missing).
 
-    Reads the ``steps`` and ``ttq`` series the sections computed; adds the ``epochs`` series.
+    Only the figures ``report.typ`` prints; reads the ``budget`` series of the evidence tables.
 
     Args:
         study: The study.
-        out: The values computed so far (series read, notes and the ``epochs`` series added).
+        out: The values computed so far (series read, notes added).
         fig_dir: The folder to write into.
 
     Returns:
         The names of the figures written, sorted.
     """
     figs = FigureSet(fig_dir)
-    _loss_figures(study, figs)
-    _sample_figures(study, figs)
-    _anchor_grid_figure(study, out, figs)
-    _fidelity_figure(study, out, figs)
-    _steps_figure(study, out, figs)
-    _ttq_figure(study, out, figs)
-    _class_figure(study, figs)
     _grid_figures(study, out, figs)
     _loss_panels(study, out, figs)
     _q2_class_figure(study, out, figs)
+    _budget_figure(study, out, figs)
     for name, run in study.runs.items():
         _copied_figures(name, run, out, figs)
     return sorted(set(figs.names))

@@ -51,8 +51,7 @@ from values import (
 )
 
 RUNS_HEADER = [
-    "run", "process", "model", "params", "lr", "batch", "EMA", "seed",
-    "epochs", "wall h", "CPU h", "img/s", "devices",
+    "run", "model", "params", "lr", "batch", "EMA", "seed", "epochs", "wall h", "CPU h",
 ]  # fmt: skip
 FIDELITY_HEADER = [
     "model", "epoch", "sampler", "N", "FD [95% CI]", "KID [95% CI]",
@@ -162,7 +161,6 @@ def _run_row(out: Values, k: str, run: RunRecord) -> list[str]:
     last = run.records[-1] if run.records else {}
     return [
         run.display,
-        process_text(run.config),
         model_text(run.config),
         out.text(f"{k}.params"),
         str(tr.get("lr", "–")),
@@ -172,8 +170,6 @@ def _run_row(out: Values, k: str, run: RunRecord) -> list[str]:
         f"{last.get('epoch', 0)}/{tr.get('epochs', '?')}",
         out.text(f"{k}.wall_h"),
         out.text(f"{k}.cpu_h"),
-        out.text(f"{k}.img_s"),
-        machine_text(run),
     ]
 
 

@@ -161,6 +161,16 @@ def built(tmp_path_factory):
             }
         )
     )
+    # issue 28's evidence: one sample set in two feature spaces, a budget run at two epochs
+    cold = {"sampler": "cold2", "steps": 50, "epoch": 10, "n": 5000}
+    lenet = _metrics(12.0, (11.0, 13.0), **cold)
+    _write_eval(root / "q2_melt", "ep010_cold2_n5000", lenet, galleries=False)
+    mlp = _metrics(5.0, (4.0, 6.0), **cold, precision=0.8, features="mlp")
+    _write_eval(root / "q2_melt", "ep010_cold2_n5000_mlp", mlp, galleries=False)
+    long = _write_run(root, "q2_melt_long", _config(), 10, 90.0)
+    for ep, fd in ((5, 20.0), (10, 10.0)):
+        m = _metrics(fd, (fd - 1, fd + 1), **(cold | {"epoch": ep}))
+        _write_eval(long, f"ep{ep:03d}_cold2_n5000", m, galleries=False)
     summary = build.build_report_data(root, out)
     data = {p.stem: json.loads(p.read_text()) for p in (out / "data").glob("*.json")}
     return root, out, summary, data
@@ -212,7 +222,7 @@ def test_run_numbers_and_config_diff(built):
     disp = {r.name: r.display for r in study.KNOWN_RUNS}
     # the study's roles only, in role order; a folder the manifest does not name is left out
     assert list(rows) == [disp["q1_default"], disp["q1_alt"], disp["best"]]
-    assert rows[disp["q1_default"]][8] == "4/4"
+    assert rows[disp["q1_default"]][7] == "4/4"
 
 
 def test_every_evaluation_and_extra_anchors_have_numbers(built):
@@ -279,18 +289,29 @@ def test_steps_table_and_bench(built):
     assert "real test images (floor)" in fid
 
 
+def test_evidence_pairs_feature_spaces_and_reads_budget_hours(built):
+    _, _, _, data = built
+    rows = {r[0]: r for r in data["tables"]["q2_features"]["rows"]}
+    assert rows["melt"] == ["melt", "12.0 [11.0, 13.0]", "5.0 [4.0, 6.0]", "0.800", "0.500"]
+    assert "blur only + noise" not in rows  # no LeNet evaluation recorded: no row
+    budget = data["tables"]["q2_budget"]["rows"]
+    # CPU hours at the epoch's end: 2 x 90 s per epoch (the synthetic log) x epochs / 3600
+    assert budget[:2] == [
+        ["melt", "5", "0.25", "20.0 [19.0, 21.0]", "0.600", "0.500", "5.0"],
+        ["melt", "10", "0.50", "10.0 [9.0, 11.0]", "0.600", "0.500", "5.0"],
+    ]
+    assert budget[2][3] == "pending"  # epoch 20 not evaluated
+    assert _n(data, "ex.q2_budget.ready")["v"] is False
+    assert [p["epoch"] for p in data["series"]["budget"]["melt"]] == [5, 10]
+
+
 def test_figures_exist_and_missing_inputs_are_notes(built):
     _, out, summary, data = built
     for name in (
-        "loss_all.png",
-        "loss_q1_default.png",
-        "samples_q1_default.png",
-        "fidelity_epochs.png",
-        "quality_steps.png",
-        "time_to_quality.png",
-        "class_hist.png",
+        "loss.png",
         "gallery_q1_default_confident.png",
-        "gallery_best_per_class.png",
+        "gallery_q1_alt_unconfident.png",
+        "budget.png",
     ):
         assert (out / "figures" / name).stat().st_size > 0, name
         assert name in data["figures"]
@@ -698,10 +719,9 @@ def test_figures_draw_without_pyplot_or_a_backend_switch(tmp_path):
         "r = study.read_run_record(Path(sys.argv[2]), study.KNOWN_RUNS[0], [])\n"
         "s = study.Study(r.path.parent, {'q1_default': r}, {}, [], None, [])\n"
         "names = figures.draw_figures(s, values.Values(), Path(sys.argv[3]))\n"
-        "assert names == ['loss.png', 'loss_all.png', 'loss_q1_default.png',"
-        " 'samples_q1_default.png'], names\n"
+        "assert names == ['loss.png'], names\n"
         "assert 'matplotlib.pyplot' not in sys.modules\n"
     )
     cmd = [sys.executable, "-c", code, str(REPO / "report"), str(run), str(tmp_path)]
     subprocess.run(cmd, check=True)
-    assert (tmp_path / "samples_q1_default.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"

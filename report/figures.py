@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from evidence import cpu_hours_at
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 from PIL import Image
 from study import (
     RunRecord,
@@ -164,8 +165,10 @@ def _loss_panels(study: Study, out: Values, figs: FigureSet) -> None:
     differ (compare shapes, not levels).
     """
     res = study.results_dir
-    fig = Figure(figsize=(6.6, 2.7))
+    fig = Figure(figsize=(6.6, 3.3))
     left, right = fig.subplots(1, 2)
+    # fixed margins, not tight_layout: the legends sit in the bottom margin, under the axes
+    fig.subplots_adjust(left=0.1, right=0.98, top=0.92, bottom=0.45, wspace=0.28)
     q1 = {
         "starter recipe": _read_losses(res / "q1_default" / "metrics.jsonl"),
         "second set": _read_losses(res / "q1_alt" / "metrics.jsonl"),
@@ -187,11 +190,12 @@ def _loss_panels(study: Study, out: Values, figs: FigureSet) -> None:
         ax.set_xlabel("epoch", fontsize=FONT)
         ax.set_title(title, fontsize=FONT)
         ax.tick_params(which="both", labelsize=FONT - 1)
+        ax.yaxis.set_minor_formatter(NullFormatter())  # decade labels only: no crowding
         if ax.get_legend_handles_labels()[0]:  # below the axes: no legend over data
             ax.legend(fontsize=FONT - 1, frameon=False, loc="upper center", ncol=1,
-                      bbox_to_anchor=(0.5, -0.36))  # fmt: skip
+                      bbox_to_anchor=(0.5, -0.2))  # fmt: skip
     left.set_ylabel("epoch-mean training loss", fontsize=FONT)
-    fig.tight_layout()
+    left.set_yticks([0.02, 0.05, 0.1], ["0.02", "0.05", "0.1"])  # within one decade
     fig.savefig(figs.dir / "loss.png", dpi=150, bbox_inches="tight", metadata={"Software": None})
     figs.names.append("loss.png")
 

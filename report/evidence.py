@@ -76,13 +76,8 @@ SEED_PAIRS = {"melt": ("melt", "melt_s1"), "blur": ("blur", "blur_s1"),
 #: The same sample sets scored in the second feature space: (key, label, LeNet evaluation);
 #: the MLP evaluation is the folder with ``_mlp`` appended. Seed 0 only (the seed-1 sets are
 #: in ``results/q2_evidence.md``).
-FEATURE_ROWS: list[Row] = [
-    ("melt", "melt", "q2_melt/eval/ep010_cold2_n5000"),
-    ("blur", "blur only + noise", "q2_ctrl_blur/eval/ep010_cold2_n5000"),
-    ("tuned", "Gaussian, tuned", "q2_gauss_tuned/eval/ep010_best_n5000"),
-    ("untuned", "Gaussian, first recipe", "q2_gaussian/eval/ep010_dpmppclip20_n5000"),
-    ("sediment", "sediment only + noise", "q2_ctrl_sediment/eval/ep010_cold2_n5000"),
-    ("noise", "noise only", "q2_ctrl_noise/eval/ep010_cold2_n5000"),
+FEATURE_ROWS: list[Row] = [r for r in GAUSS_ROWS if not r[0].endswith("_s1")] + [
+    r for r in CONTROL_ROWS if r[0] in ("sediment", "noise")
 ]
 FEATURE_HEADER = ["model", "LeNet FD [95% CI]", "MLP FD [95% CI]", "MLP precision",
                   "MLP recall"]  # fmt: skip

@@ -35,6 +35,9 @@ GALLERY_ROLES = ("q1_default", "q1_alt")
 #: Cold-run figures written by ``cold.py`` whose top rows the report prints (Q2a, Q2b).
 COLD_FIGURES = ("degradation_strip", "trajectory")
 COLD_ROLES = ("q2_custom",)
+#: The largest share of a copied grid's height that its title band may take (``evaluate.py``'s
+#: titles take about 5%; one row of a 4 x 4 grid takes about 20%).
+TITLE_BAND = 0.12
 
 # ----------------------------------------------------------------------------- the report's
 
@@ -76,6 +79,25 @@ class FigureSet:
             shutil.copyfile(src, self.dir / name)
             self.names.append(name)
 
+    def copy_untitled(self, src: Path, name: str) -> None:
+        """Copy a titled sample grid in as ``name`` without its title band.
+
+        The report sets each panel's label in type at the text's size, so the small title
+        that ``evaluate.py`` draws above its grids would repeat it. The title is a first band
+        of inked rows, under :data:`TITLE_BAND` of the height, that a white band separates from
+        the rest; without one the image is copied whole.
+        """
+        if not src.exists():
+            return
+        with Image.open(src) as im:
+            rgb = im.convert("RGB")
+        rows = np.flatnonzero((np.asarray(rgb.convert("L")) < 250).any(axis=1))
+        gaps = np.flatnonzero(np.diff(rows) > 1)  # a white band between two inked rows
+        title = len(gaps) and rows[gaps[0]] - rows[0] < TITLE_BAND * rgb.height
+        top = int(rows[gaps[0] + 1]) if title else 0
+        rgb.crop((0, top, rgb.width, rgb.height)).save(self.dir / name)
+        self.names.append(name)
+
 
 def _copied_figures(name: str, run: RunRecord, out: Values, figs: FigureSet) -> None:
     """A run's printed samples and cold-process figures.
@@ -86,7 +108,7 @@ def _copied_figures(name: str, run: RunRecord, out: Values, figs: FigureSet) -> 
     head = headline_eval(run)
     if head is not None and name in GALLERY_ROLES:
         for g in GALLERIES:
-            figs.copy(head.path / f"{g}.png", f"gallery_{name}_{g}.png")
+            figs.copy_untitled(head.path / f"{g}.png", f"gallery_{name}_{g}.png")
     if run.kind != "cold" or name not in COLD_ROLES:
         return
     for f in COLD_FIGURES:
@@ -148,7 +170,7 @@ def _grid_figures(study: Study, out: Values, figs: FigureSet) -> None:
             figs.mosaic(np.load(src), f"grid_q2_{key}.png")
         else:
             out.notes.append(f"no grid {src} for the Q2 figure.")
-        figs.copy(res / run / "eval" / tag / "unconfident.png", f"unconf_q2_{key}.png")
+        figs.copy_untitled(res / run / "eval" / tag / "unconfident.png", f"unconf_q2_{key}.png")
 
 
 def _read_losses(path: Path) -> tuple[list, list]:

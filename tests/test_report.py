@@ -92,13 +92,24 @@ def _metrics(fd, ci, kid=1.0, **extra) -> dict:
     return m
 
 
+def _titled_grid(path: Path, title: bool = True) -> None:
+    """A white PNG like evaluate.py's grids: a thin title band, a white gap, a grey grid."""
+    from PIL import Image
+
+    im = np.full((100, 80), 255, np.uint8)
+    if title:
+        im[4:9, 20:60] = 0  # the title's ink
+    im[15:95, 5:75] = 128  # the grid (tiles in grey borders: no white row inside)
+    Image.fromarray(im).save(path)
+
+
 def _write_eval(run: Path, tag: str, metrics: dict, galleries: bool = True) -> None:
     d = run / "eval" / tag
     d.mkdir(parents=True)
     (d / "metrics.json").write_text(json.dumps(metrics))
     if galleries:
         for g in figures.GALLERIES:
-            (d / f"{g}.png").write_bytes(b"png")
+            _titled_grid(d / f"{g}.png")
 
 
 @pytest.fixture(scope="module")
@@ -305,6 +316,21 @@ def test_evidence_pairs_feature_spaces_and_reads_budget_hours(built):
     assert [p["epoch"] for p in data["series"]["budget"]["melt"]] == [5, 10]
 
 
+def test_copied_grids_lose_their_title_band_only(tmp_path):
+    from PIL import Image
+
+    figs = figures.FigureSet(tmp_path)
+    _titled_grid(tmp_path / "titled.png")
+    _titled_grid(tmp_path / "plain.png", title=False)
+    figs.copy_untitled(tmp_path / "titled.png", "a.png")
+    figs.copy_untitled(tmp_path / "plain.png", "b.png")
+    figs.copy_untitled(tmp_path / "missing.png", "c.png")
+    a, b = (np.asarray(Image.open(tmp_path / n).convert("L")) for n in ("a.png", "b.png"))
+    assert a.shape == (85, 80) and (a[:80] == 128).any(axis=1).all()  # starts at the grid
+    assert b.shape == (100, 80)  # no title: nothing cropped, not even the grid's top
+    assert figs.names == ["a.png", "b.png"]
+
+
 def test_figures_exist_and_missing_inputs_are_notes(built):
     _, out, summary, data = built
     for name in (
@@ -384,12 +410,6 @@ def test_pdf_compiles_from_the_synthetic_tree(built, tmp_path):
     shutil.copytree(out, rep)
     for f in ("report.typ", "refs.yml"):
         shutil.copy(REPO / "report" / f, rep / f)
-    for g in rep.glob("figures/gallery_*.png"):  # the fake gallery bytes are no image
-        g.unlink()
-    figs = json.loads((rep / "data" / "figures.json").read_text())
-    (rep / "data" / "figures.json").write_text(
-        json.dumps([f for f in figs if not f.startswith("gallery_")])
-    )
     pdf = typeset.compile_pdf(rep)
     assert pdf.read_bytes()[:5] == b"%PDF-"
 

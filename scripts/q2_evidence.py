@@ -36,6 +36,10 @@ CONTROLS: list[Row] = [
         "melt restorer from melted real test digits (oracle start)",
         "q2_melt/eval/ep010_cold2_oracle_n5000",
     ),
+    (
+        "blur-only restorer from blurred real test digits (oracle start)",
+        "q2_ctrl_blur/eval/ep010_cold2_oracle_n5000",
+    ),
 ]
 GAUSSIAN: list[Row] = [
     ("melt (the recipe)", "q2_melt/eval/ep010_cold2_n5000"),

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from evidence import cpu_hours_at
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FormatStrFormatter, NullFormatter
 from PIL import Image
 from study import (
     RunRecord,
@@ -287,6 +287,8 @@ def _budget_figure(study: Study, out: Values, figs: FigureSet) -> None:
             ax.plot([hours], [e.metrics["fd"]], marker="^s*"[i % 3], ls="none", color="k",
                     ms=5, label=label)  # fmt: skip
     ax.set_yscale("log")
+    for axis_fmt in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        axis_fmt(FormatStrFormatter("%g"))  # 6, 10, 20 rather than 6 x 10^0
     ax.set_xlabel("training CPU hours (process time)", fontsize=FONT)
     ax.set_ylabel("FD, N = 5000 (95% CI)", fontsize=FONT)
     ax.tick_params(which="both", labelsize=FONT - 1)

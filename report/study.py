@@ -29,8 +29,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 
 @dataclasses.dataclass(frozen=True)
 class KnownRun:
@@ -692,19 +690,3 @@ def steps_series(run: RunRecord) -> tuple[int | None, dict[str, list[EvalRecord]
     for (sampler, _), e in sorted(by_epoch[epoch].items(), key=lambda kv: (kv[0][0], kv[0][1])):
         out.setdefault(sampler, []).append(e)
     return epoch, out
-
-
-def select_epochs(epochs: list[int], k: int = 6) -> list[int]:
-    """Pick ``k`` roughly evenly spaced epochs, always including the first and the last.
-
-    Args:
-        epochs: Sorted available epochs.
-        k: How many to pick.
-
-    Returns:
-        Sorted distinct epochs (all of them if there are at most ``k``).
-    """
-    if len(epochs) <= k:
-        return list(epochs)
-    idx = np.unique(np.round(np.linspace(0, len(epochs) - 1, k)).astype(int))
-    return [epochs[i] for i in idx]

@@ -357,16 +357,13 @@ def test_missing_results_tree_builds_empty_tables(tmp_path):
     assert json.loads((tmp_path / "rep" / "data" / "figures.json").read_text()) == []
 
 
-def test_parse_tag_and_select_epochs():
+def test_parse_tag():
     anc = {"epoch": 10, "sampler": "ancestral", "steps": 1000}
     assert study.parse_tag("ep010_ancestral1000") == anc
     assert study.parse_tag("ep010_ddim100") == {"epoch": 10, "sampler": "ddim", "steps": 100}
     assert study.parse_tag("ep005_cold2") == {"epoch": 5, "sampler": "cold2", "steps": None}
     assert study.parse_tag("starter_ep24")["epoch"] == 24
     assert study.parse_tag("final") == {"epoch": None, "sampler": None, "steps": None}
-    assert study.select_epochs([1, 2, 3], 6) == [1, 2, 3]
-    picked = study.select_epochs(list(range(1, 21)), 5)
-    assert picked[0] == 1 and picked[-1] == 20 and len(picked) == 5
 
 
 SNIPPET = """// a comment with words

@@ -5,7 +5,8 @@ comparison shows exactly the sample sets it claims (equal ``N`` within a block).
 evaluation is not recorded yet reads "pending" (the run is queued, ``study.json``'s
 ``q2_evidence`` group), never a number. Numbers go under ``ex.<table>.<row>.*``; the settings
 of the melt process and its start-state mixture under ``q2a.*``; training times under
-``time.*``; the speed host under ``bench.host``.
+``time.*`` (with the training commands of those runs, ``time_commands.json``); the speed
+host under ``bench.host``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from configs import training_command
 from study import EvalRecord, Study, anchor_wall_s, load_eval
 from values import Values, ci_text, div, fmt, pct, sampler_text
 
@@ -60,6 +62,11 @@ CONTROL_ROWS: list[Row] = [
     ("sediment", "sediment only + noise", "q2_ctrl_sediment/eval/ep010_cold2_n5000"),
     ("mix", "melt's start mixture, no restorer", "q2_melt/eval/ep010_start_mixture_n5000"),
     ("oracle", "melt from melted test digits", "q2_melt/eval/ep010_cold2_oracle_n5000"),
+    (
+        "blur_oracle",
+        "blur only from blurred test digits",
+        "q2_ctrl_blur/eval/ep010_cold2_oracle_n5000",
+    ),
 ]
 GAUSS_ROWS: list[Row] = [
     ("melt", "melt", "q2_melt/eval/ep010_cold2_n5000"),
@@ -137,11 +144,12 @@ def _rows(study: Study, out: Values, name: str, rows: list[Row], pending: bool) 
 
 def _times(study: Study, out: Values) -> None:
     """Table ``time``: training wall and CPU hours with the final FD; the PyTorch starter's."""
-    cells = []
+    cells, commands = [], []
     for key, label, run, tag in TIME_ROWS:
         path = study.results_dir / run / "metrics.jsonl"
         if not path.exists():
             continue
+        commands.append({"run": run, "command": _command(study, run)})
         recs = [r for r in _jsonl(path) if "epoch" in r]
         last = recs[-1] if recs else {}
         wall, cpu = div(last.get("wall_s"), 3600), div(last.get("cpu_s"), 3600)
@@ -158,6 +166,16 @@ def _times(study: Study, out: Values) -> None:
         row = ["PyTorch starter (CNN)", "50", fmt(wall, 2), "–"]
         cells.insert(0, row + [ci_text(anchor.metrics, "fd", 1), str(anchor.metrics.get("n"))])
     out.table("time", TIME_HEADER, cells)
+    out.files["time_commands.json"] = commands
+
+
+def _command(study: Study, run: str) -> str | None:
+    """The command that trains ``run`` (its recorded command line), or ``None``."""
+    path = study.results_dir / run / "config.json"
+    cfg = json.loads(path.read_text()) if path.exists() else {}
+    if "config" not in cfg:
+        return None
+    return training_command(cfg["config"], f"results/{run}", cfg.get("invocations"))
 
 
 def _jsonl(path: Path) -> list[dict]:

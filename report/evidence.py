@@ -18,7 +18,16 @@ from pathlib import Path
 import numpy as np
 from configs import training_command
 from study import EvalRecord, Study, anchor_wall_s, load_eval
-from values import Values, ci_text, div, fmt, pct, sampler_text
+from values import (
+    Values,
+    ci_text,
+    div,
+    first_clean_epoch,
+    fmt,
+    grid_saturation,
+    pct,
+    sampler_text,
+)
 
 from jaxdiff import degradations, start_states
 
@@ -55,6 +64,8 @@ Q1_SEED_ROWS: list[Row] = [
     ("s0e30", "seed 0, epoch 30", "q1_default/eval/ep030_ancestral"),
     ("s1e30", "seed 1, epoch 30", "q1_default_s1/eval/ep030_ancestral"),
 ]
+#: The starter recipe's training seeds: seed -> run folder (fixed-key grids every epoch).
+Q1_SEED_RUNS = {"s0": "q1_default", "s1": "q1_default_s1"}
 CONTROL_ROWS: list[Row] = [
     ("melt", "melt (sediment + blur + noise)", "q2_melt/eval/ep010_cold2_n5000"),
     ("noise", "noise only (identity degradation)", "q2_ctrl_noise/eval/ep010_cold2_n5000"),
@@ -302,6 +313,20 @@ def _budget(study: Study, out: Values) -> None:
     out.series["budget"] = series
 
 
+def _seed_grids(study: Study, out: Values) -> None:
+    """``ex.q1_seed.<seed>.*``: when each training seed's fixed-key grid leaves saturation.
+
+    ``first_clean_epoch`` (the first grid with under half its samples saturated, or ``None``),
+    ``grid_epoch`` (the latest grid recorded) and ``sat24_pct`` (the epoch-24 grid's share).
+    """
+    for key, run in Q1_SEED_RUNS.items():
+        shares = grid_saturation(study.results_dir / run)
+        out.put(f"ex.q1_seed.{key}.grid_epoch", max(shares, default=None))
+        out.put(f"ex.q1_seed.{key}.first_clean_epoch", first_clean_epoch(shares))
+        sat = shares.get(24)
+        out.put(f"ex.q1_seed.{key}.sat24_pct", pct(sat), fmt(pct(sat), 0))
+
+
 def evidence_tables(study: Study, out: Values) -> None:
     """The Q1 and Q2 evidence tables, training times, Q2a's settings and the speed host.
 
@@ -314,6 +339,7 @@ def evidence_tables(study: Study, out: Values) -> None:
     _class_shares(study, out)
     _rows(study, out, "q1_seed", Q1_SEED_ROWS, pending=True)
     out.put("ex.q1_seed.ready", bool(out.numbers["ex.q1_seed.s1e24.ready"]["v"]))
+    _seed_grids(study, out)
     _rows(study, out, "q2_controls", CONTROL_ROWS, pending=True)
     _rows(study, out, "q2_gauss", GAUSS_ROWS, pending=True)
     _seed_spread(out)

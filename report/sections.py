@@ -42,10 +42,13 @@ from values import (
     div,
     eval_summary,
     fidelity_row,
+    first_clean_epoch,
     fmt,
+    grid_saturation,
     pct,
     quality_cells,
     sampler_text,
+    saturated_share,
     sec_per_1k,
     slug,
 )
@@ -91,22 +94,6 @@ PAIRS = {
     "starter": ("q1_default", "anchor:starter_ep50"),
     "sampler": ("anchor:starter_ep50_jaxdiff_sampler", "anchor:starter_ep50"),
 }
-
-
-def saturated_share(x: object) -> float:
-    """Share of samples that are saturated: over half their pixels beyond +-1.
-
-    The data lie in [-0.5, 0.5]; a sampling chain that has drifted ends in black or white
-    squares far outside it (the starter recipe's early failure).
-
-    Args:
-        x: Samples ``(N, 28, 28[, 1])`` in the model scale.
-
-    Returns:
-        The share in [0, 1].
-    """
-    x = np.asarray(x, np.float32).reshape(len(x), -1)
-    return float(np.mean(np.mean(np.abs(x) > 1.0, axis=1) > 0.5))
 
 
 # ----------------------------------------------------------------------------- runs
@@ -255,13 +242,8 @@ def starter_numbers(study: Study, out: Values) -> None:
     for name, r in study.runs.items():
         if r.kind != "ddpm":
             continue
-        shares = {
-            e: saturated_share(np.load(r.path / "samples" / f"epoch_{e:03d}.npy"))
-            for e in r.sample_epochs
-        }
-        out.put(
-            f"run.{name}.first_clean_epoch", next((e for e, v in shares.items() if v < 0.5), None)
-        )
+        shares = grid_saturation(r.path)
+        out.put(f"run.{name}.first_clean_epoch", first_clean_epoch(shares))
         out.series.setdefault("saturated", {})[name] = shares
     for e in ANCHOR_EPOCHS:
         f = study.results_dir / "anchors" / "samples" / f"starter_ep{e}_first16.npy"

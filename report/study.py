@@ -308,8 +308,15 @@ def load_evals(folder: Path, notes: list[str]) -> dict[str, EvalRecord]:
 # ----------------------------------------------------------------------------- runs
 
 
-def _sample_epochs(path: Path) -> list[int]:
-    """Epochs with a saved grid ``samples/epoch_NNN.npy``, sorted."""
+def sample_epochs(path: Path) -> list[int]:
+    """Epochs with a saved grid ``samples/epoch_NNN.npy``, sorted.
+
+    Args:
+        path: A run folder.
+
+    Returns:
+        The epochs (empty if none).
+    """
     return sorted(
         int(p.stem.split("_")[1])
         for p in (path / "samples").glob("epoch_*.npy")
@@ -361,7 +368,7 @@ def read_run_record(path: Path, spec: KnownRun | None, notes: list[str]) -> RunR
         machine=cfg_file.get("machine"),
         records=records,
         evals=evals,
-        sample_epochs=_sample_epochs(path),
+        sample_epochs=sample_epochs(path),
         final=final,
         invocations=invocations if isinstance(invocations, list) else [],
     )

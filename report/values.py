@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from study import KNOWN_ANCHORS, EvalRecord
+from study import KNOWN_ANCHORS, EvalRecord, sample_epochs
 
 #: A nearest-training-image distance ratio below this flags samples closer to the training set
 #: than real test digits are (possible memorisation); see docs/evaluation.md.
@@ -272,6 +272,49 @@ class Values:
             self.put(f"{prefix}.commonest_share", float(max(hist)), fmt(float(max(hist)), 3))
         s1k = sec_per_1k(e)
         self.put(f"{prefix}.sec_per_1k", s1k, fmt(s1k, 1))
+
+
+def saturated_share(x: object) -> float:
+    """Share of samples that are saturated: over half their pixels beyond +-1.
+
+    The data lie in [-0.5, 0.5]; a sampling chain that has drifted ends in black or white
+    squares far outside it (the starter recipe's early failure).
+
+    Args:
+        x: Samples ``(N, 28, 28[, 1])`` in the model scale.
+
+    Returns:
+        The share in [0, 1].
+    """
+    x = np.asarray(x, np.float32).reshape(len(x), -1)
+    return float(np.mean(np.mean(np.abs(x) > 1.0, axis=1) > 0.5))
+
+
+def grid_saturation(run_dir: Path) -> dict[int, float]:
+    """Each recorded epoch's fixed-key grid (``samples/epoch_NNN.npy``): its saturated share.
+
+    Args:
+        run_dir: A run folder.
+
+    Returns:
+        Epoch -> :func:`saturated_share` of that epoch's grid, in epoch order (empty if none).
+    """
+    grids = run_dir / "samples"
+    return {
+        e: saturated_share(np.load(grids / f"epoch_{e:03d}.npy")) for e in sample_epochs(run_dir)
+    }
+
+
+def first_clean_epoch(shares: dict[int, float]) -> int | None:
+    """The first epoch whose grid has fewer than half of its samples saturated.
+
+    Args:
+        shares: Epoch -> saturated share (:func:`grid_saturation`).
+
+    Returns:
+        The epoch, or ``None`` if every recorded grid is mostly saturated.
+    """
+    return next((e for e, v in sorted(shares.items()) if v < 0.5), None)
 
 
 def _json_default(o: Any) -> Any:

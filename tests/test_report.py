@@ -575,8 +575,30 @@ def test_saturated_share_counts_samples_mostly_far_out_of_range():
     x[0] = 2.0  # every pixel beyond +-1
     x[1, :20] = -3.0  # 20 of 28 rows: 71% of pixels
     x[2, :10] = 5.0  # 36%: not saturated
-    assert sections.saturated_share(x) == 0.5
-    assert sections.saturated_share(np.full((3, 28, 28, 1), 0.5)) == 0.0  # the data range's edge
+    assert values.saturated_share(x) == 0.5
+    assert values.saturated_share(np.full((3, 28, 28, 1), 0.5)) == 0.0  # the data range's edge
+
+
+def test_a_grid_leaves_saturation_at_the_first_epoch_under_half_saturated(tmp_path):
+    run = tmp_path / "seed1"
+    (run / "samples").mkdir(parents=True)
+    for e, n_saturated in ((1, 4), (2, 2), (3, 1), (10, 0)):  # of 4 samples
+        x = np.zeros((4, 28, 28, 1), np.float32)
+        x[:n_saturated] = -3.0
+        np.save(run / "samples" / f"epoch_{e:03d}.npy", x)
+    shares = values.grid_saturation(run)
+    assert shares == {1: 1.0, 2: 0.5, 3: 0.25, 10: 0.0}
+    assert values.first_clean_epoch(shares) == 3  # half saturated is not clean yet
+    assert values.first_clean_epoch({1: 1.0, 2: 0.75}) is None
+    assert values.grid_saturation(tmp_path / "no_such_run") == {}
+
+
+def test_seed_grids_read_each_seed_run_and_leave_a_missing_one_empty(built):
+    _, _, _, data = built
+    assert _n(data, "ex.q1_seed.s0.grid_epoch")["v"] == 4  # q1_default's 4 clean grids
+    assert _n(data, "ex.q1_seed.s0.first_clean_epoch")["v"] == 1
+    assert _n(data, "ex.q1_seed.s1.grid_epoch")["v"] is None  # no seed-1 run recorded
+    assert _n(data, "ex.q1_seed.s1.first_clean_epoch")["s"] == "–"
 
 
 def test_a_source_that_does_not_compile_is_one_clear_error(tmp_path):

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from evidence import cpu_hours_at
+from evidence import Q1_SEED_RUNS, cpu_hours_at
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, NullFormatter
 from PIL import Image
@@ -120,6 +120,8 @@ def _copied_figures(name: str, run: RunRecord, out: Values, figs: FigureSet) -> 
 
 #: The epochs at which the report sets the Q1 grids side by side.
 Q1_GRID_EPOCHS = (10, 24, 50)
+#: The epochs at which the report sets the starter recipe's two training seeds side by side.
+Q1_SEED_EPOCHS = (24, 30)
 #: Q2 sample sets shown uncurated: key -> (run folder, epoch of its fixed-key grid, the
 #: evaluation whose least-confident panel sits beside it).
 Q2_GRIDS = {
@@ -148,6 +150,8 @@ def _grid_figures(study: Study, out: Values, figs: FigureSet) -> None:
 
     ``grid_q1_<who>_ep<E>.png`` (``who``: ``pytorch``, ``q1_default``, ``q1_alt``): the first
     16 samples of the PyTorch starter and each run's fixed-key grid at epoch ``E``.
+    ``grid_q1_seed_<seed>_ep<E>.png``: each starter-recipe training seed's grid at epoch
+    ``E`` (skipped while a seed's run has not reached it).
     ``grid_q2_<key>.png``: each Q2 run's fixed-key grid (training seed 0's sampling key, the
     run's default sampler, not selected); ``unconf_q2_<key>.png``: its evaluation's least
     confident samples.
@@ -164,6 +168,11 @@ def _grid_figures(study: Study, out: Values, figs: FigureSet) -> None:
                 figs.mosaic(np.load(src), f"grid_q1_{who}_ep{e}.png")
             else:
                 out.notes.append(f"no grid {src} for the Q1 figure.")
+    for e in Q1_SEED_EPOCHS:
+        for seed, run in Q1_SEED_RUNS.items():
+            src = res / run / "samples" / f"epoch_{e:03d}.npy"
+            if src.exists():
+                figs.mosaic(np.load(src), f"grid_q1_seed_{seed}_ep{e}.png")
     for key, (run, e, tag) in Q2_GRIDS.items():
         src = res / run / "samples" / f"epoch_{e:03d}.npy"
         if src.exists():

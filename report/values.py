@@ -262,6 +262,8 @@ class Values:
         self.put(f"{prefix}.nn_ratio", ratio, fmt(ratio, 2))
         if isinstance(ratio, int | float):  # calibration: test digits 1.00, training copies 0.00
             self.put(f"{prefix}.nn_close", bool(ratio < NN_CLOSE))
+        sure = m.get("frac_confident_0.9")  # share the classifier is over 90% sure of
+        self.put(f"{prefix}.sure_pct", pct(sure), fmt(pct(sure), 0))
         oor = m.get("frac_out_of_range")
         self.put(f"{prefix}.oor_pct", None if oor is None else 100 * oor, fmt(pct(oor), 1))
         hist = m.get("class_hist")

@@ -86,6 +86,7 @@ def _metrics(fd, ci, kid=1.0, **extra) -> dict:
         "nn_dist": {"mean": 6.0, "min": 2.0, "p05": 3.0, "median": 6.0, "p95": 8.0},
         "nn_dist_ratio": 1.4,
         "frac_out_of_range": 0.25,
+        "frac_confident_0.9": 0.455,
         "floor": {"n": 1000, "fd": 2.5, "fd_ci": [1.0, 4.0], "kid": 0.1, "kid_ci": [-0.2, 0.4]},
     }
     m.update(extra)
@@ -197,6 +198,9 @@ def test_headline_numbers_come_from_the_latest_evaluation(built):
     assert _n(data, "eval.q1_default.fd_ci")["s"] == "90.0 [85.0, 95.0]"
     assert _n(data, "eval.q1_default.epoch")["v"] == 4
     assert _n(data, "eval.q1_default.oor_pct")["v"] == pytest.approx(25.0)
+    assert _n(data, "eval.q1_default.sure_pct")["v"] == pytest.approx(45.5)
+    assert _n(data, "eval.q1_default.sure_pct")["s"] == "46"
+    assert _n(data, "floor.sure_pct")["s"] == "–"  # not recorded with this floor
     assert _n(data, "eval.q1_default.rarest_digit")["v"] == 0
     assert _n(data, "eval.q1_default.commonest_digit")["v"] == 1
     assert _n(data, "eval.q1_default.nn_close")["v"] is False

@@ -94,9 +94,14 @@ SEED_PAIRS = {"melt": ("melt", "melt_s1"), "blur": ("blur", "blur_s1"),
 #: The same sample sets scored in the second feature space: (key, label, LeNet evaluation);
 #: the MLP evaluation is the folder with ``_mlp`` appended. Seed 0 only (the seed-1 sets are
 #: in ``results/q2_evidence.md``).
-FEATURE_ROWS: list[Row] = [r for r in GAUSS_ROWS if not r[0].endswith("_s1")] + [
-    r for r in CONTROL_ROWS if r[0] in ("sediment", "noise")
-]
+FEATURE_ROWS: list[Row] = (
+    [r for r in GAUSS_ROWS if not r[0].endswith("_s1")]
+    + [r for r in CONTROL_ROWS if r[0] in ("sediment", "noise")]
+    + [
+        ("melt30", "melt, 30 epochs", "q2_melt_long/eval/ep030_cold2_n5000"),
+        ("tuned30", "Gaussian, tuned, 30 epochs", "q2_gauss_long/eval/ep030_best_n5000"),
+    ]
+)
 FEATURE_HEADER = ["model", "LeNet FD [95% CI]", "MLP FD [95% CI]", "MLP precision",
                   "MLP recall"]  # fmt: skip
 #: The 30-epoch budget runs (constant learning rate after warm-up): key -> (label, run,

@@ -45,7 +45,6 @@ Q1_ROWS: list[Row] = [
     ("p24", "PyTorch starter", "anchors/eval/starter_ep24"),
     ("d24", "starter recipe", "q1_default/eval/ep024_ancestral"),
     ("a24", "second set", "q1_alt/eval/ep024_ancestral"),
-    ("d24ddim", "starter recipe", "q1_default/eval/ep024_ddim100"),
     ("p50", "PyTorch starter", "anchors/eval/starter_ep50"),
     (
         "p50j",
@@ -316,6 +315,32 @@ def _budget(study: Study, out: Values) -> None:
     out.put("ex.q2_budget.ready", len(done) == len(cells))
     out.table("q2_budget", BUDGET_HEADER, cells if done else [])
     out.series["budget"] = series
+    _budget_gaps(out)
+
+
+def _budget_gaps(out: Values) -> None:
+    """How the two budget curves compare, from the numbers :func:`_budget` stored.
+
+    ``ex.q2_budget.gap_e<E>``: the Gaussian's FD minus melt's at epoch ``E``;
+    ``.overlap_e<E>``: whether their intervals overlap; ``.<key>_gain_last``: each model's
+    FD gain between its last two budget points.
+    """
+
+    def fd(key: str, e: int) -> tuple[float, list[float]] | None:
+        k = f"ex.q2_budget.{key}_e{e}"
+        ci = out.numbers.get(f"{k}.fd_ci", {}).get("v")
+        return (out.numbers[f"{k}.fd"]["v"], ci) if ci else None
+
+    for e in BUDGET_EPOCHS:
+        a, b = fd("melt", e), fd("tuned", e)
+        if a and b:
+            out.put(f"ex.q2_budget.gap_e{e}", b[0] - a[0], fmt(b[0] - a[0], 1))
+            out.put(f"ex.q2_budget.overlap_e{e}", a[1][0] <= b[1][1] and b[1][0] <= a[1][1])
+    prev, last = BUDGET_EPOCHS[-2:]
+    for key in BUDGET_RUNS:
+        a, b = fd(key, prev), fd(key, last)
+        gain = a[0] - b[0] if a and b else None
+        out.put(f"ex.q2_budget.{key}_gain_last", gain, fmt(gain, 1))
 
 
 def _seed_grids(study: Study, out: Values) -> None:

@@ -605,6 +605,27 @@ def test_seed_grids_read_each_seed_run_and_leave_a_missing_one_empty(built):
     assert _n(data, "ex.q1_seed.s1.first_clean_epoch")["s"] == "–"
 
 
+def test_budget_gaps_compare_the_two_curves_epoch_by_epoch():
+    out = values.Values()
+    curves = {
+        "melt": {5: (18.0, [17.0, 19.0]), 20: (8.0, [7.0, 9.0]), 30: (7.5, [6.5, 8.5])},
+        "tuned": {5: (26.0, [25.0, 27.0]), 30: (8.0, [7.0, 9.0])},  # no epoch-20 point
+    }
+    for key, pts in curves.items():
+        for e, (fd, ci) in pts.items():
+            out.put(f"ex.q2_budget.{key}_e{e}.fd", fd)
+            out.put(f"ex.q2_budget.{key}_e{e}.fd_ci", ci)
+    evidence._budget_gaps(out)
+    n = out.numbers
+    assert n["ex.q2_budget.gap_e5"]["v"] == pytest.approx(8.0)
+    assert n["ex.q2_budget.overlap_e5"]["v"] is False  # [17, 19] against [25, 27]
+    assert n["ex.q2_budget.gap_e30"]["s"] == "0.5"
+    assert n["ex.q2_budget.overlap_e30"]["v"] is True
+    assert "ex.q2_budget.gap_e20" not in n  # one side missing: no gap, not a zero
+    assert n["ex.q2_budget.melt_gain_last"]["v"] == pytest.approx(0.5)
+    assert n["ex.q2_budget.tuned_gain_last"]["s"] == "–"
+
+
 def test_a_source_that_does_not_compile_is_one_clear_error(tmp_path):
     pytest.importorskip("typst")
     (tmp_path / "report.typ").write_text("#let x = (\n")

@@ -286,9 +286,14 @@ def _budget_figure(study: Study, out: Values, figs: FigureSet) -> None:
         err = [[p["fd"] - p["fd_ci"][0] for p in pts], [p["fd_ci"][1] - p["fd"] for p in pts]]
         ax.errorbar(x, y, yerr=err, color=f"C{i}", marker="o", ms=3, lw=1.2, capsize=2,
                     label=f"{label}, 30 epochs, constant lr")  # fmt: skip
-        for p in pts:
-            ax.annotate(f"ep {p['epoch']}", (p["cpu_h"], p["fd"]), fontsize=FONT - 1,
-                        xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    tops: dict[int, tuple[float, float]] = {}  # epoch -> (CPU hours, highest interval end)
+    for p in (p for pts in series.values() for p in pts):
+        h, top = tops.get(p["epoch"], (p["cpu_h"], 0.0))
+        tops[p["epoch"]] = (max(h, p["cpu_h"]), max(top, p["fd_ci"][1]))
+    for e, (h, top) in tops.items():  # one label per epoch, above both curves
+        ax.annotate(f"ep {e}", (h, top), fontsize=FONT - 1, ha="center", xytext=(0, 4),
+                    textcoords="offset points")  # fmt: skip
+    ax.set_ylim(top=1.35 * max(top for _, top in tops.values()))  # room for the labels
     for i, (label, (run, tag)) in enumerate(BUDGET_MARKERS.items()):
         hours = cpu_hours_at(study, run, 10)
         e = load_eval(study.results_dir / run / "eval" / tag, [])

@@ -125,12 +125,8 @@ def _put_run_progress(out: Values, k: str, run: RunRecord) -> None:
     out.put(f"{k}.machine", machine_text(run))
 
 
-def _put_run_command(out: Values, name: str, run: RunRecord, base: RunRecord | None) -> dict:
-    """``run.<name>.command`` and ``.diff`` (settings against the starter recipe's run).
-
-    Returns:
-        The run's entry of ``commands.json``.
-    """
+def _put_run_command(out: Values, name: str, run: RunRecord, base: RunRecord | None) -> None:
+    """``run.<name>.command`` and ``.diff`` (settings against the starter recipe's run)."""
     cfg = run.config
     cmd = training_command(cfg, run.path.as_posix(), run.invocations) if cfg else None
     if cfg and cmd is None:
@@ -139,7 +135,6 @@ def _put_run_command(out: Values, name: str, run: RunRecord, base: RunRecord | N
     if base is not None and base is not run and base.config and cfg:
         diff = config_diff(base.config, cfg)
         out.put(f"run.{name}.diff", diff, "; ".join(diff).replace("->", "→") or "none")
-    return {"run": name, "display": run.display, "command": cmd}
 
 
 def _run_row(out: Values, k: str, run: RunRecord) -> list[str]:
@@ -185,28 +180,26 @@ def run_numbers(study: Study, out: Values) -> None:
 
     Args:
         study: The study.
-        out: Where numbers, tables and data files go (``runs.json``, ``commands.json``).
+        out: Where numbers, tables and data files go (``runs.json``).
     """
-    rows, commands, runs_json = [], [], {}
+    rows, runs_json = [], {}
     seen_paths = set()
     base = study.runs.get("q1_default")
     for name, run in study.runs.items():
         k = f"run.{name}"
         _put_run_config(out, k, run, param_count(run.config) if run.config else None)
         _put_run_progress(out, k, run)
-        command = _put_run_command(out, name, run, base)
+        _put_run_command(out, name, run, base)
         size = (run.final / "params.msgpack").stat().st_size if run.final else None
         out.put(f"{k}.final_kb", None if size is None else size / 1024, fmt(div(size, 1024), 0))
-        if run.path in seen_paths:  # a run serving two roles is listed (and its command) once
+        if run.path in seen_paths:  # a run serving two roles is listed once
             continue
         seen_paths.add(run.path)
-        commands.append(command)
         rows.append(_run_row(out, k, run))
         runs_json[name] = _run_json(out, k, run)
     starter_numbers(study, out)
     out.table("runs", RUNS_HEADER, rows)
     out.files["runs.json"] = runs_json
-    out.files["commands.json"] = commands
 
 
 def starter_numbers(study: Study, out: Values) -> None:

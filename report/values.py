@@ -202,7 +202,7 @@ class Values:
         numbers: Key -> ``{"v": value, "s": text}`` (``numbers.json``).
         tables: Name -> ``{"header": [...], "rows": [[...], ...]}`` (``tables.json``).
         series: The values behind the figures (``series.json``).
-        files: Other data files by name (``runs.json``, ``evals.json``, ``commands.json``).
+        files: Other data files by name (``runs.json``, ``evals.json``, ``time_commands.json``).
         notes: Notes about missing or unreadable inputs (``notes.json``).
     """
 

@@ -48,10 +48,11 @@ from values import (
     pct,
     quality_cells,
     sampler_text,
-    saturated_share,
     sec_per_1k,
     slug,
 )
+
+from jaxdiff.fidelity.metrics import saturated_share
 
 RUNS_HEADER = [
     "run", "model", "params", "lr", "batch", "EMA", "seed", "epochs", "wall h", "CPU h",

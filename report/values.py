@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from study import KNOWN_ANCHORS, EvalRecord, sample_epochs
 
+from jaxdiff.fidelity.metrics import saturated_share
+
 #: A nearest-training-image distance ratio below this flags samples closer to the training set
 #: than real test digits are (possible memorisation); see docs/evaluation.md.
 NN_CLOSE = 0.9
@@ -274,22 +276,6 @@ class Values:
             self.put(f"{prefix}.commonest_share", float(max(hist)), fmt(float(max(hist)), 3))
         s1k = sec_per_1k(e)
         self.put(f"{prefix}.sec_per_1k", s1k, fmt(s1k, 1))
-
-
-def saturated_share(x: object) -> float:
-    """Share of samples that are saturated: over half their pixels beyond +-1.
-
-    The data lie in [-0.5, 0.5]; a sampling chain that has drifted ends in black or white
-    squares far outside it (the starter recipe's early failure).
-
-    Args:
-        x: Samples ``(N, 28, 28[, 1])`` in the model scale.
-
-    Returns:
-        The share in [0, 1].
-    """
-    x = np.asarray(x, np.float32).reshape(len(x), -1)
-    return float(np.mean(np.mean(np.abs(x) > 1.0, axis=1) > 0.5))
 
 
 def grid_saturation(run_dir: Path) -> dict[int, float]:

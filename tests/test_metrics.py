@@ -346,3 +346,18 @@ def test_kid_above_its_size_limit_uses_equal_random_subsets_and_all_else_uses_ev
     assert m["fd"] == rows["real test"]["fd"]  # FD, precision and recall still use all samples
     assert m["recall"] == rows["real test"]["recall"]
     assert rows["real test"]["kid_n"] == 300
+
+
+def test_saturated_share_counts_samples_mostly_far_out_of_range():
+    x = np.zeros((4, 28, 28), np.float32)
+    x[0] = 2.0  # every pixel beyond +-1
+    x[1, :20] = -3.0  # 20 of 28 rows: 71% of pixels
+    x[2, :10] = 5.0  # 36%: not saturated
+    assert M.saturated_share(x) == 0.5
+    assert M.saturated_share(np.full((3, 28, 28, 1), 0.5)) == 0.0  # the data range's edge
+    assert M.saturated_share(x, limit=4.0) == 0.0  # only sample 2 passes 4, on 36% of pixels
+
+
+def test_saturated_share_of_no_samples_is_one_clear_error():
+    with pytest.raises(ValueError, match="N > 0"):
+        M.saturated_share(np.zeros((0, 28, 28)))

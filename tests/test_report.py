@@ -573,15 +573,6 @@ def test_cold_analysis_tables_and_numbers(tmp_path):
     assert tables["restoration_q2_custom"]["rows"][0] == ["1", "0.1000", "0.0100", "0.0200"]
 
 
-def test_saturated_share_counts_samples_mostly_far_out_of_range():
-    x = np.zeros((4, 28, 28), np.float32)
-    x[0] = 2.0  # every pixel beyond +-1
-    x[1, :20] = -3.0  # 20 of 28 rows: 71% of pixels
-    x[2, :10] = 5.0  # 36%: not saturated
-    assert values.saturated_share(x) == 0.5
-    assert values.saturated_share(np.full((3, 28, 28, 1), 0.5)) == 0.0  # the data range's edge
-
-
 def test_a_grid_leaves_saturation_at_the_first_epoch_under_half_saturated(tmp_path):
     run = tmp_path / "seed1"
     (run / "samples").mkdir(parents=True)

@@ -13,6 +13,8 @@
 - Improved precision and recall (Kynkaanniemi et al. 2019): :func:`precision_recall`.
 - Class balance and confidence from classifier probabilities: :func:`class_histogram`,
   :func:`class_divergence`, :func:`mean_confidence`.
+- Saturation: :func:`saturated_share`, the share of samples that ended far outside the data
+  range (a drifted sampling chain's black or white squares).
 - Memorisation: :func:`nn_distances`, the L2 distance of each sample to its nearest training
   image in pixel space (chunked, jitted).
 
@@ -454,6 +456,29 @@ def class_histogram(probs: Any, num_classes: int = 10) -> np.ndarray:
         raise ValueError(f"probs must be (n>0, {num_classes}), got {probs.shape}.")
     counts = np.bincount(probs.argmax(1), minlength=num_classes)
     return counts / counts.sum()
+
+
+def saturated_share(x: Any, limit: float = 1.0) -> float:
+    """Share of samples that are saturated: over half their pixels beyond ``+-limit``.
+
+    The data lie in [-0.5, 0.5]; a sampling chain that has drifted ends in black or white
+    squares far outside it (the starter recipe's early failure).
+
+    Args:
+        x: Samples ``(N, ...)`` in the model scale, ``N > 0``.
+        limit: The pixel magnitude that counts as far out of range (twice the data's edge).
+
+    Returns:
+        The share in [0, 1].
+
+    Raises:
+        ValueError: If ``x`` holds no samples.
+    """
+    x = np.asarray(x, np.float32)
+    if x.ndim < 2 or len(x) == 0:
+        raise ValueError(f"samples must be (N > 0, ...), got shape {x.shape}.")
+    x = x.reshape(len(x), -1)
+    return float(np.mean(np.mean(np.abs(x) > limit, axis=1) > 0.5))
 
 
 def class_divergence(hist: Any) -> tuple[float, float]:

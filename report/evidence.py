@@ -21,6 +21,7 @@ from study import EvalRecord, Study, anchor_wall_s, load_eval
 from values import (
     Values,
     ci_text,
+    clean_by,
     div,
     first_clean_epoch,
     fmt,
@@ -347,12 +348,15 @@ def _seed_grids(study: Study, out: Values) -> None:
     """``ex.q1_seed.<seed>.*``: when each training seed's fixed-key grid leaves saturation.
 
     ``first_clean_epoch`` (the first grid with under half its samples saturated, or ``None``),
-    ``grid_epoch`` (the latest grid recorded) and ``sat24_pct`` (the epoch-24 grid's share).
+    ``grid_epoch`` (the latest grid recorded), ``sat24_pct`` (the epoch-24 grid's share) and
+    ``clean_by_24`` (whether the grid left saturation by epoch 24, as the course expects and
+    PyTorch's starter does; ``None`` until the grids reach epoch 24 or leave saturation).
     """
     for key, run in Q1_SEED_RUNS.items():
         shares = grid_saturation(study.results_dir / run)
         out.put(f"ex.q1_seed.{key}.grid_epoch", max(shares, default=None))
         out.put(f"ex.q1_seed.{key}.first_clean_epoch", first_clean_epoch(shares))
+        out.put(f"ex.q1_seed.{key}.clean_by_24", clean_by(shares, 24))
         sat = shares.get(24)
         out.put(f"ex.q1_seed.{key}.sat24_pct", pct(sat), fmt(pct(sat), 0))
 

@@ -305,6 +305,23 @@ def first_clean_epoch(shares: dict[int, float]) -> int | None:
     return next((e for e, v in sorted(shares.items()) if v < 0.5), None)
 
 
+def clean_by(shares: dict[int, float], epoch: int) -> bool | None:
+    """Whether the grids left saturation by ``epoch`` (:func:`first_clean_epoch`).
+
+    Args:
+        shares: Epoch -> saturated share (:func:`grid_saturation`).
+        epoch: The epoch.
+
+    Returns:
+        ``True`` if the first clean grid is at or before ``epoch``, ``False`` if every grid up
+        to ``epoch`` is recorded and none is clean, ``None`` while that is not yet known.
+    """
+    first = first_clean_epoch(shares)
+    if first is not None and first <= epoch:
+        return True
+    return False if max(shares, default=0) >= epoch else None
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()

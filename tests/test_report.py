@@ -584,6 +584,9 @@ def test_a_grid_leaves_saturation_at_the_first_epoch_under_half_saturated(tmp_pa
     assert shares == {1: 1.0, 2: 0.5, 3: 0.25, 10: 0.0}
     assert values.first_clean_epoch(shares) == 3  # half saturated is not clean yet
     assert values.first_clean_epoch({1: 1.0, 2: 0.75}) is None
+    assert values.clean_by(shares, 3) is True and values.clean_by(shares, 2) is False
+    assert values.clean_by({1: 1.0, 2: 0.75}, 24) is None  # not yet known
+    assert values.clean_by({}, 24) is None
     assert values.grid_saturation(tmp_path / "no_such_run") == {}
 
 
@@ -591,6 +594,8 @@ def test_seed_grids_read_each_seed_run_and_leave_a_missing_one_empty(built):
     _, _, _, data = built
     assert _n(data, "ex.q1_seed.s0.grid_epoch")["v"] == 4  # q1_default's 4 clean grids
     assert _n(data, "ex.q1_seed.s0.first_clean_epoch")["v"] == 1
+    assert _n(data, "ex.q1_seed.s0.clean_by_24")["v"] is True  # clean at 1, before 24
+    assert _n(data, "ex.q1_seed.s1.clean_by_24")["v"] is None  # unknown, not False
     assert _n(data, "ex.q1_seed.s1.grid_epoch")["v"] is None  # no seed-1 run recorded
     assert _n(data, "ex.q1_seed.s1.first_clean_epoch")["s"] == "–"
 

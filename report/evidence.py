@@ -350,7 +350,8 @@ def _seed_grids(study: Study, out: Values) -> None:
     ``first_clean_epoch`` (the first grid with under half its samples saturated, or ``None``),
     ``grid_epoch`` (the latest grid recorded), ``sat24_pct`` (the epoch-24 grid's share) and
     ``clean_by_24`` (whether the grid left saturation by epoch 24, as the course expects and
-    PyTorch's starter does; ``None`` until the grids reach epoch 24 or leave saturation).
+    PyTorch's starter does; ``None`` until the grids reach epoch 24 or leave saturation);
+    ``ex.q1_seed.first_clean_gap``: how many epochs apart the seeds leave saturation.
     """
     for key, run in Q1_SEED_RUNS.items():
         shares = grid_saturation(study.results_dir / run)
@@ -359,6 +360,9 @@ def _seed_grids(study: Study, out: Values) -> None:
         out.put(f"ex.q1_seed.{key}.clean_by_24", clean_by(shares, 24))
         sat = shares.get(24)
         out.put(f"ex.q1_seed.{key}.sat24_pct", pct(sat), fmt(pct(sat), 0))
+    firsts = [out.numbers[f"ex.q1_seed.{key}.first_clean_epoch"]["v"] for key in Q1_SEED_RUNS]
+    gap = max(firsts) - min(firsts) if None not in firsts else None
+    out.put("ex.q1_seed.first_clean_gap", gap)
 
 
 def evidence_tables(study: Study, out: Values) -> None:

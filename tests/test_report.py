@@ -596,8 +596,24 @@ def test_seed_grids_read_each_seed_run_and_leave_a_missing_one_empty(built):
     assert _n(data, "ex.q1_seed.s0.first_clean_epoch")["v"] == 1
     assert _n(data, "ex.q1_seed.s0.clean_by_24")["v"] is True  # clean at 1, before 24
     assert _n(data, "ex.q1_seed.s1.clean_by_24")["v"] is None  # unknown, not False
+    assert _n(data, "ex.q1_seed.first_clean_gap")["v"] is None  # needs both seeds
     assert _n(data, "ex.q1_seed.s1.grid_epoch")["v"] is None  # no seed-1 run recorded
     assert _n(data, "ex.q1_seed.s1.first_clean_epoch")["s"] == "–"
+
+
+def test_seed_grids_say_how_many_epochs_apart_the_seeds_leave_saturation(tmp_path):
+    for run, first in (("q1_default", 28), ("q1_default_s1", 19)):
+        (tmp_path / run / "samples").mkdir(parents=True)
+        for e in range(17, 31):
+            x = np.full((4, 28, 28, 1), 3.0 if e < first else 0.0, np.float32)
+            np.save(tmp_path / run / "samples" / f"epoch_{e:03d}.npy", x)
+    out = values.Values()
+    evidence._seed_grids(study.Study(tmp_path, {}, {}, [], None, []), out)
+    assert out.numbers["ex.q1_seed.s1.first_clean_epoch"]["v"] == 19
+    assert out.numbers["ex.q1_seed.s0.clean_by_24"]["v"] is False
+    assert out.numbers["ex.q1_seed.s1.clean_by_24"]["v"] is True
+    assert out.numbers["ex.q1_seed.s0.sat24_pct"]["v"] == 100.0
+    assert out.numbers["ex.q1_seed.first_clean_gap"]["v"] == 9
 
 
 def test_budget_gaps_compare_the_two_curves_epoch_by_epoch():

@@ -45,7 +45,10 @@ Q1_ROWS: list[Row] = [
     ("a10raw", "second set, raw weights", "q1_alt/eval/ep010_raw_ancestral_n500"),
     ("p24", "PyTorch starter", "anchors/eval/starter_ep24"),
     ("d24", "starter recipe", "q1_default/eval/ep024_ancestral"),
+    ("s1e24", "starter recipe, seed 1", "q1_default_s1/eval/ep024_ancestral"),
     ("a24", "second set", "q1_alt/eval/ep024_ancestral"),
+    ("d30", "starter recipe", "q1_default/eval/ep030_ancestral"),
+    ("s1e30", "starter recipe, seed 1", "q1_default_s1/eval/ep030_ancestral"),
     ("p50", "PyTorch starter", "anchors/eval/starter_ep50"),
     (
         "p50j",

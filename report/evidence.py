@@ -91,9 +91,14 @@ GAUSS_ROWS: list[Row] = [
     ("tuned_s1", "Gaussian, tuned, seed 1", "q2_gauss_tuned_s1/eval/ep010_best_n5000"),
     ("untuned", "Gaussian, first recipe", "q2_gaussian/eval/ep010_dpmppclip20_n5000"),
 ]
-#: Pairs of training seeds in ``GAUSS_ROWS`` whose spread is quoted (``ex.seed.<key>.*``).
-SEED_PAIRS = {"melt": ("melt", "melt_s1"), "blur": ("blur", "blur_s1"),
-              "tuned": ("tuned", "tuned_s1")}  # fmt: skip
+#: Pairs of training seeds whose spread is quoted (``ex.seed.<key>.*``): key -> (the rows'
+#: number prefix, seed-0 row, seed-1 row), from ``GAUSS_ROWS`` and ``Q1_ROWS``.
+SEED_PAIRS = {
+    "melt": ("ex.q2_gauss", "melt", "melt_s1"),
+    "blur": ("ex.q2_gauss", "blur", "blur_s1"),
+    "tuned": ("ex.q2_gauss", "tuned", "tuned_s1"),
+    "starter_e30": ("ex.q1", "d30", "s1e30"),
+}
 #: The same sample sets scored in the second feature space: (key, label, LeNet evaluation);
 #: the MLP evaluation is the folder with ``_mlp`` appended. Seed 0 only (the seed-1 sets are
 #: in ``results/q2_evidence.md``).
@@ -262,17 +267,21 @@ def cpu_hours_at(study: Study, run: str, epoch: int) -> float | None:
 
 
 def _seed_spread(out: Values) -> None:
-    """``ex.seed.<model>.{diff,mean,ci_width}``: two training seeds against sampling noise."""
-    for key, (a, b) in SEED_PAIRS.items():
-        fa, fb = out.numbers.get(f"ex.q2_gauss.{a}.fd"), out.numbers.get(f"ex.q2_gauss.{b}.fd")
+    """``ex.seed.<model>.{diff,mean,ci_width,overlap}``: two training seeds against sampling noise.
+
+    ``overlap``: whether the two seeds' sampling intervals overlap.
+    """
+    for key, (prefix, a, b) in SEED_PAIRS.items():
+        fa, fb = out.numbers.get(f"{prefix}.{a}.fd"), out.numbers.get(f"{prefix}.{b}.fd")
         if not fa or not fb or fa["v"] is None or fb["v"] is None:
             continue
         diff = abs(fa["v"] - fb["v"])
         out.put(f"ex.seed.{key}.diff", diff, fmt(diff, 1))
         out.put(f"ex.seed.{key}.mean", (fa["v"] + fb["v"]) / 2, fmt((fa["v"] + fb["v"]) / 2, 1))
-        cis = [out.numbers[f"ex.q2_gauss.{k}.fd_ci"]["v"] for k in (a, b)]
-        width = float(np.mean([hi - lo for lo, hi in cis]))
+        (lo_a, hi_a), (lo_b, hi_b) = (out.numbers[f"{prefix}.{k}.fd_ci"]["v"] for k in (a, b))
+        width = float(np.mean([hi_a - lo_a, hi_b - lo_b]))
         out.put(f"ex.seed.{key}.ci_width", width, fmt(width, 1))
+        out.put(f"ex.seed.{key}.overlap", bool(lo_a <= hi_b and lo_b <= hi_a))
 
 
 def _features(study: Study, out: Values) -> None:

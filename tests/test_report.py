@@ -616,6 +616,21 @@ def test_seed_grids_say_how_many_epochs_apart_the_seeds_leave_saturation(tmp_pat
     assert out.numbers["ex.q1_seed.first_clean_gap"]["v"] == 9
 
 
+def test_seed_spread_sets_two_seeds_against_their_sampling_intervals():
+    out = values.Values()
+    for key, fd, ci in (("d30", 132.5, [127.3, 137.6]), ("s1e30", 120.0, [115.0, 125.0])):
+        out.put(f"ex.q1.{key}.fd", fd)
+        out.put(f"ex.q1.{key}.fd_ci", ci)
+    evidence._seed_spread(out)
+    assert out.numbers["ex.seed.starter_e30.diff"]["v"] == pytest.approx(12.5)
+    assert out.numbers["ex.seed.starter_e30.ci_width"]["v"] == pytest.approx((10.3 + 10.0) / 2)
+    assert out.numbers["ex.seed.starter_e30.overlap"]["v"] is False  # 125.0 < 127.3
+    assert "ex.seed.melt.diff" not in out.numbers  # a pair with a missing seed is skipped
+    out.put("ex.q1.s1e30.fd_ci", [118.0, 128.0])
+    evidence._seed_spread(out)
+    assert out.numbers["ex.seed.starter_e30.overlap"]["v"] is True
+
+
 def test_budget_gaps_compare_the_two_curves_epoch_by_epoch():
     out = values.Values()
     curves = {

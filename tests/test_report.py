@@ -404,6 +404,13 @@ def test_report_source_keeps_semicolons_after_numbers():
     assert not bad, f"semicolons Typst would swallow: {bad}"
 
 
+def test_report_source_writes_no_straight_apostrophe_after_a_digit_or_reference():
+    # Typst sets `seed 0's` and `@tab-x's` with a prime (0′s); write the apostrophe as ’.
+    src = (REPO / "report" / "report.typ").read_text()
+    bad = re.findall(r"(?:\b\w*\d|@[\w-]+)'s\b", src)
+    assert not bad, f"apostrophes Typst would set as primes: {bad}"
+
+
 def test_pdf_compiles_from_the_synthetic_tree(built, tmp_path):
     pytest.importorskip("typst")
     _, out, _, _ = built

@@ -26,6 +26,7 @@ from values import (
     first_clean_epoch,
     fmt,
     grid_saturation,
+    intervals_overlap,
     pct,
     sampler_text,
 )
@@ -278,10 +279,10 @@ def _seed_spread(out: Values) -> None:
         diff = abs(fa["v"] - fb["v"])
         out.put(f"ex.seed.{key}.diff", diff, fmt(diff, 1))
         out.put(f"ex.seed.{key}.mean", (fa["v"] + fb["v"]) / 2, fmt((fa["v"] + fb["v"]) / 2, 1))
-        (lo_a, hi_a), (lo_b, hi_b) = (out.numbers[f"{prefix}.{k}.fd_ci"]["v"] for k in (a, b))
-        width = float(np.mean([hi_a - lo_a, hi_b - lo_b]))
+        ci_a, ci_b = (out.numbers[f"{prefix}.{k}.fd_ci"]["v"] for k in (a, b))
+        width = float(np.mean([ci_a[1] - ci_a[0], ci_b[1] - ci_b[0]]))
         out.put(f"ex.seed.{key}.ci_width", width, fmt(width, 1))
-        out.put(f"ex.seed.{key}.overlap", bool(lo_a <= hi_b and lo_b <= hi_a))
+        out.put(f"ex.seed.{key}.overlap", intervals_overlap(ci_a, ci_b))
 
 
 def _features(study: Study, out: Values) -> None:
@@ -348,7 +349,7 @@ def _budget_gaps(out: Values) -> None:
         a, b = fd("melt", e), fd("tuned", e)
         if a and b:
             out.put(f"ex.q2_budget.gap_e{e}", b[0] - a[0], fmt(b[0] - a[0], 1))
-            out.put(f"ex.q2_budget.overlap_e{e}", a[1][0] <= b[1][1] and b[1][0] <= a[1][1])
+            out.put(f"ex.q2_budget.overlap_e{e}", intervals_overlap(a[1], b[1]))
     prev, last = BUDGET_EPOCHS[-2:]
     for key in BUDGET_RUNS:
         a, b = fd(key, prev), fd(key, last)

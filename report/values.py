@@ -110,6 +110,19 @@ def sec_per_1k(e: EvalRecord) -> float | None:
 # ----------------------------------------------------------------------------- evaluations
 
 
+def intervals_overlap(a: Any, b: Any) -> bool:
+    """Whether two closed intervals ``(lo, hi)`` share a point.
+
+    Args:
+        a: The first interval.
+        b: The second interval.
+
+    Returns:
+        ``True`` unless one interval ends before the other begins.
+    """
+    return bool(a[0] <= b[1] and b[0] <= a[1])
+
+
 def compare(a: EvalRecord | None, b: EvalRecord | None, key: str = "fd") -> dict | None:
     """Compare two evaluations on a lower-is-better metric with a confidence interval.
 
@@ -128,7 +141,7 @@ def compare(a: EvalRecord | None, b: EvalRecord | None, key: str = "fd") -> dict
     if va is None or vb is None:
         return None
     ca, cb = a.metrics.get(f"{key}_ci"), b.metrics.get(f"{key}_ci")
-    separated = bool(ca and cb and (ca[1] < cb[0] or cb[1] < ca[0]))
+    separated = bool(ca and cb) and not intervals_overlap(ca, cb)
     better = "tie" if va == vb else ("a" if va < vb else "b")
     return {
         "better": better,

@@ -828,3 +828,10 @@ def test_figures_draw_without_pyplot_or_a_backend_switch(tmp_path):
     cmd = [sys.executable, "-c", code, str(REPO / "report"), str(run), str(tmp_path)]
     subprocess.run(cmd, check=True)
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_intervals_overlap_counts_a_shared_endpoint_and_not_a_gap():
+    assert values.intervals_overlap((1.0, 2.0), (2.0, 3.0))  # touching ends share a point
+    assert values.intervals_overlap((1.0, 5.0), (2.0, 3.0))  # one inside the other
+    assert not values.intervals_overlap((1.0, 2.0), (2.1, 3.0))
+    assert not values.intervals_overlap((2.1, 3.0), (1.0, 2.0))

@@ -139,6 +139,10 @@ def _saturation_rows(results: Path) -> list[str]:
         lines.append(
             f"| {seed} | " + " | ".join(_saturation(results, run, e) for e in epochs) + " |"
         )
+    first16 = results / "anchors" / "samples" / "starter_ep24_first16.npy"
+    if first16.exists():
+        share = 100 * saturated_share(np.load(first16))
+        lines += ["", f"The PyTorch starter's first 16 samples at epoch 24: {share:.0f}% saturated."]
     return lines
 
 

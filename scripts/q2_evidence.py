@@ -142,7 +142,8 @@ def _saturation_rows(results: Path) -> list[str]:
     first16 = results / "anchors" / "samples" / "starter_ep24_first16.npy"
     if first16.exists():
         share = 100 * saturated_share(np.load(first16))
-        lines += ["", f"The PyTorch starter's first 16 samples at epoch 24: {share:.0f}% saturated."]
+        note = f"The PyTorch starter's first 16 samples at epoch 24: {share:.0f}% saturated."
+        lines += ["", note]
     return lines
 
 
